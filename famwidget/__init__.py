@@ -1,0 +1,14 @@
+"""famwidget: see what a CNN's feature vector, or its class score, is made of.
+
+    import famwidget as fw
+    exp = fw.explain(model, images, method="grad-fam")     # an Explanation
+    fw.Explorer(model, images)                              # the widget
+"""
+
+from . import targets
+from .api import explain, methods
+from .explanation import Explanation
+from .widget import Explorer
+
+__all__ = ["Explanation", "Explorer", "explain", "methods", "targets"]
+__version__ = "0.1.0"

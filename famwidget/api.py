@@ -1,0 +1,176 @@
+"""``fw.explain`` and the method registry: one entry point for every method.
+
+``explain`` checks the inputs, resolves the layer and the default target, and hands the work to the
+method's function; it leaves the model exactly as it found it (see ``famwidget.tap``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .explanation import Explanation
+from .tap import resolve_layer
+from .targets import Embedding, OutputKey, Predicted, Target, as_target
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method: its function, its default target, and whether it needs a layer."""
+
+    name: str
+    function: Callable[..., Explanation]
+    default_target: Callable[[], Target]
+    needs_layer: bool = True
+    summary: str = ""
+
+
+_REGISTRY: dict[str, Method] = {}
+_LAST_LAYER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def register(method: Method) -> Method:
+    """Add a method to ``fw.methods()`` and ``fw.explain(method=...)``."""
+    _REGISTRY[method.name] = method
+    return method
+
+
+def methods() -> list[str]:
+    """Names accepted by ``fw.explain(method=...)``."""
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def method_info(name: str) -> Method:
+    """The registered :class:`Method` called ``name`` (``ValueError`` listing them if unknown)."""
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(methods())}")
+    return _REGISTRY[name]
+
+
+def _load_builtin() -> None:
+    if _REGISTRY:
+        return
+    from .explainers import gradfam
+
+    register(Method("grad-fam", gradfam.grad_fam, Embedding, summary="gradients of ||f(x)||"))
+    register(Method("grad-cam", gradfam.grad_cam, Predicted, summary="gradients of a class logit"))
+    for extra in ("scorefam", "fixations"):
+        try:
+            module = __import__(f"famwidget.explainers.{extra}", fromlist=["METHODS"])
+        except ImportError:
+            continue
+        for m in getattr(module, "METHODS", ()):
+            register(m)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a model with neither)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def check_images(images: Any) -> Tensor:
+    """``(B,C,H,W)`` or ``(C,H,W)`` floating tensor → ``(B,C,H,W)``; anything else is a clear error."""
+    if not isinstance(images, Tensor):
+        raise TypeError(
+            f"images must be a float tensor (B,3,H,W) or (3,H,W), already preprocessed for the "
+            f"model, not {type(images).__name__}; use the model's preprocess on PIL/NumPy images"
+        )
+    if images.dim() == 3:
+        images = images[None]
+    if images.dim() != 4:
+        raise ValueError(f"images must be (B,3,H,W) or (3,H,W), got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(
+            f"images must be a floating tensor (preprocessed), got {images.dtype}; "
+            "convert uint8 images with the model's preprocess or images.float() / 255"
+        )
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch (B=0)")
+    return images
+
+
+def default_layer(model: nn.Module, images: Tensor) -> tuple[str, nn.Module]:
+    """The last layer with a spatial 4-D output, found once per model and input size."""
+    key = (tuple(images.shape[1:]), images.dtype, images.device)
+    cache = _LAST_LAYER.setdefault(model, {})
+    if key not in cache:
+        from .tap import preserved
+
+        with preserved(model):
+            cache[key] = resolve_layer(model, None, images[:1])[0]
+    return resolve_layer(model, cache[key])
+
+
+def explain(
+    model: nn.Module,
+    images: Tensor,
+    method: str = "grad-fam",
+    layer: str | nn.Module | None = None,
+    target: Target | Callable[[Any], Tensor] | None = None,
+    *,
+    output_key: OutputKey = None,
+    precision: str = "fp32",
+    **options: Any,
+) -> Explanation:
+    """Explain ``images`` ``(B,3,H,W)`` (or ``(3,H,W)``) with ``method``; returns an Explanation.
+
+    Args:
+        model: any ``nn.Module``; it comes back exactly as it went in (modes, flags, hooks, grads).
+        images: float tensor already preprocessed for the model; moved to the model's device.
+        method: one of ``fw.methods()``.
+        layer: a name from ``model.named_modules()``, a submodule, or ``None`` for the last
+            layer with a spatial 4-D output.
+        target: a ``fw.targets`` object or a callable ``output -> (B,)``; ``None`` means
+            ``Embedding()`` for the FAM methods, ``Predicted()`` for the CAM methods.
+        output_key: which element of a tuple/dict output is the feature (default the first).
+        precision: "fp32", or "bf16"/"fp16" autocast (maps are upcast to fp32 before resizing).
+        **options: method-specific options (see each method's docstring).
+    """
+    info = method_info(method) if isinstance(method, str) else None
+    if info is None:
+        raise TypeError(f"method must be a string, one of {methods()}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    images = check_images(images).to(model_device(model))
+    chosen = as_target(target, info.default_target())
+    kwargs: dict[str, Any] = dict(
+        target=chosen, output_key=output_key, autocast=PRECISIONS[precision], **options
+    )
+    if info.needs_layer:
+        if layer is None:
+            name, module = default_layer(model, images)
+        else:
+            name, module = resolve_layer(model, layer)
+        kwargs.update(layer=name, module=module)
+    _check_options(info, options)
+    return info.function(model, images, **kwargs)
+
+
+def _check_options(info: Method, options: dict[str, Any]) -> None:
+    params = inspect.signature(info.function).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    fixed = {"model", "images", "layer", "module", "target", "output_key", "autocast", "method"}
+    accepted = sorted(set(params) - fixed)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise TypeError(
+            f"method {info.name!r} has no option {', '.join(unknown)}; "
+            f"its options are: {', '.join(accepted) or 'none'}"
+        )

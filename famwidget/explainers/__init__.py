@@ -1,0 +1,1 @@
+"""The explanation methods, one module per family. They know nothing of the widget."""

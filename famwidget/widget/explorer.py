@@ -1,0 +1,363 @@
+"""``fw.Explorer``: a gallery of images; click one to explain it; blend and inspect in the browser.
+
+The widget only sees Explanations (from ``fw.explain``) and hands the browser the wire format
+(``wire.py``). What an exported notebook must show lives in synced traits; requests, progress and
+partial maps travel as custom messages. Explanations run in one worker thread, newest request wins.
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import io
+import pathlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anywidget
+import numpy as np
+import torch
+import traitlets as t
+from torch import Tensor, nn
+
+from ..api import check_images, default_layer, explain, method_info, methods, model_device
+from ..explanation import Explanation, to_uint8_rgb
+from ..tap import preserved, spatial_layers
+from ..targets import Target
+from . import wire
+from .worker import Stale, Worker
+
+STATIC = pathlib.Path(__file__).parent / "static"
+
+
+def bundle() -> str:
+    """The frontend bundle (built from ``js/`` by ``npm run build``)."""
+    path = STATIC / "widget.js"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"the widget's JavaScript bundle {path} is missing; build it with `npm run build` "
+            "(or `make setup`) from the famwidget source tree"
+        )
+    return path.read_text(encoding="utf-8")
+
+
+class Explorer(anywidget.AnyWidget):
+    """Gallery + heatmap viewer for one model.
+
+    Args:
+        model: any ``nn.Module``; it is explained in eval mode and always restored.
+        images: a float tensor ``(B,3,H,W)`` already preprocessed, or a sequence of raw images
+            (PIL / ``(H,W,3)`` arrays) together with ``preprocess`` (raw image → ``(3,H,W)``).
+        labels: optional captions source: class names or ids, one per image.
+        layer: the explained layer (name, module or ``None`` for the last 4-D layer).
+        method: the first method shown; the picker offers ``methods`` (default: all that apply).
+        preprocess: callable turning one raw image into a ``(3,H,W)`` float tensor.
+        target: passed to ``fw.explain`` (``None``: each method's default).
+        display: optional ``(B,H,W,3)`` uint8 images to show instead of the inputs.
+        **options: passed to ``fw.explain`` (method options).
+    """
+
+    _esm = t.Unicode("").tag(sync=True)
+
+    thumbs = t.Bytes(b"").tag(sync=True)
+    gallery = t.Dict().tag(sync=True)
+    selected = t.Int(-1).tag(sync=True)
+    image = t.Bytes(b"").tag(sync=True)
+    heatmap = t.Bytes(b"").tag(sync=True)
+    view = t.Dict().tag(sync=True)
+    channels = t.Bytes(b"").tag(sync=True)
+    channel_info = t.Dict().tag(sync=True)
+    state = t.Unicode("idle").tag(sync=True)
+    error = t.Unicode("").tag(sync=True)
+    progress = t.Float(0.0).tag(sync=True)
+    alpha = t.Float(0.5).tag(sync=True)
+    colormap = t.Unicode("jet").tag(sync=True)
+    threshold = t.Float(0.0).tag(sync=True)
+    side_by_side = t.Bool(False).tag(sync=True)
+    method = t.Unicode("grad-fam").tag(sync=True)
+    methods = t.List(t.Unicode()).tag(sync=True)
+    layer = t.Unicode("").tag(sync=True)
+    layers = t.List(t.Unicode()).tag(sync=True)
+
+    def __init__(
+        self,
+        model: nn.Module,
+        images: Tensor | Sequence[Any],
+        labels: Sequence[Any] | None = None,
+        layer: str | nn.Module | None = None,
+        method: str = "grad-fam",
+        preprocess: Callable[[Any], Tensor] | None = None,
+        target: Target | Callable | None = None,
+        display: np.ndarray | None = None,
+        methods: Sequence[str] | None = None,
+        **options: Any,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+        tensors, shown = _inputs(images, preprocess, display)
+        self._model = model
+        self._inputs = tensors.to(model_device(model))
+        self._shown = shown
+        self._target = target
+        self._options = options
+        self._cache: dict[tuple[int, str, str], tuple[dict[str, Any], Explanation]] = {}
+        self._explanation: Explanation | None = None
+        self._worker = Worker()
+        offered = list(methods) if methods is not None else _default_methods(method)
+        for name in [*offered, method]:
+            method_info(name)  # unknown names fail here, with the list of valid ones
+        layer_name, self._layer_modules = self._layers(layer)
+        captions = _captions(labels, len(tensors))
+        thumb_bytes, info = wire.thumbnails(shown)
+        super().__init__(
+            _esm=bundle(),
+            thumbs=thumb_bytes,
+            gallery={**info, "captions": captions},
+            methods=offered if method in offered else [method, *offered],
+            method=method,
+            layers=list(self._layer_modules),
+            layer=layer_name,
+        )
+        self._captions = captions
+        self.on_msg(self._on_message)
+        self.observe(self._on_choice, names=["method", "layer"])
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def explanation(self) -> Explanation | None:
+        """The Explanation on screen (one image), or ``None`` before the first click."""
+        return self._explanation
+
+    def select(self, index: int, wait: bool = True) -> Explanation | None:
+        """Explain image ``index``, as a click on its thumbnail does; waits by default."""
+        if not -len(self._inputs) <= index < len(self._inputs):
+            raise IndexError(f"image {index} is out of range: the gallery has {len(self._inputs)}")
+        future = self._request(index % len(self._inputs))
+        if wait:
+            future.result()
+            return self._explanation
+        return None
+
+    def to_html(self, path: str | pathlib.Path, methods: Sequence[str] | None = None) -> pathlib.Path:
+        """Write a standalone page: the widget with every thumbnail's explanation precomputed.
+
+        The page needs no kernel and no network: blending, colormaps, channel inspection and
+        clicks on thumbnails all run in the browser. ``methods`` (default: the current one)
+        are the methods whose explanations are embedded.
+        """
+        from .standalone import write_page
+
+        return write_page(self, pathlib.Path(path), list(methods or [self.method]))
+
+    def close(self) -> None:
+        self._worker.close()
+        super().close()
+
+    # -- computing explanations ------------------------------------------------------------
+
+    def _layers(self, layer: str | nn.Module | None) -> tuple[str, dict[str, nn.Module]]:
+        """The chosen layer's name and the layers offered by the picker (coarse ones first)."""
+        example = self._inputs[:1]
+        chosen = default_layer(self._model, example)[0] if layer is None else None
+        if chosen is None:
+            from ..tap import resolve_layer
+
+            chosen = resolve_layer(self._model, layer)[0]
+        with preserved(self._model):
+            names = spatial_layers(self._model, example)
+        offered = [n for n in names if n.count(".") <= 1] or names
+        if chosen not in offered:
+            offered.append(chosen)
+        modules = dict(self._model.named_modules())
+        return chosen, {n: modules[n] for n in offered}
+
+    def _request(self, index: int):
+        method, layer = self.method, self.layer
+        key = (index, method, layer)
+        with self.hold_sync():
+            self.selected = index
+            self.state = "computing"
+            self.error = ""
+            self.progress = 0.0
+        if key in self._cache:
+            self._show(*self._cache[key])
+            done = self._worker.submit(lambda stale: None)
+            return done
+        return self._worker.submit(lambda stale: self._run(key, stale))
+
+    def _run(self, key: tuple[int, str, str], stale: Callable[[], bool]) -> None:
+        index, method, layer = key
+        try:
+            explanation = self._compute(index, method, layer, stale)
+        except Stale:
+            return
+        except Exception as error:
+            if not stale():
+                self._explanation = None
+                with self.hold_sync():
+                    self.error = f"{type(error).__name__}: {error}"
+                    self.state = "error"
+                    self.progress = 0.0
+            raise
+        payload = self._payload(index, explanation)
+        self._cache[key] = (payload, explanation)
+        if not stale():
+            self._show(payload, explanation)
+
+    def _compute(
+        self, index: int, method: str, layer: str, stale: Callable[[], bool] = lambda: False
+    ) -> Explanation:
+        """Explain image ``index``; long methods stream partial maps to the browser."""
+        options = dict(self._options)
+        info = method_info(method)
+        if "on_progress" in inspect.signature(info.function).parameters:
+
+            def on_progress(done: int, total: int, partial: Explanation | None) -> None:
+                if stale():
+                    raise Stale
+                content = {"type": "partial" if partial is not None else "progress",
+                           "index": index, "progress": done / max(total, 1)}
+                buffers = [wire.encode_heatmap(partial.heatmap[0])] if partial is not None else []
+                self.send(content, buffers)
+
+            options["on_progress"] = on_progress
+        kwargs: dict[str, Any] = {"target": self._target, **options}
+        if info.needs_layer:
+            kwargs["layer"] = self._layer_modules.get(layer, layer)
+        return explain(self._model, self._inputs[index : index + 1], method, **kwargs).cpu()
+
+    def _cached_payload(self, index: int, method: str, layer: str) -> dict[str, Any]:
+        """The traits for image ``index`` explained by ``method`` at ``layer`` (computed once)."""
+        key = (index, method, layer)
+        if key not in self._cache:
+            explanation = self._compute(index, method, layer)
+            self._cache[key] = (self._payload(index, explanation), explanation)
+        return self._cache[key][0]
+
+    def _payload(self, index: int, explanation: Explanation) -> dict[str, Any]:
+        """The synced traits that put ``explanation`` of image ``index`` on screen."""
+        rgb = self._shown[index]
+        channel_bytes, channel_info = wire.encode_channels(
+            None if explanation.activations is None else explanation.activations[0],
+            None if explanation.weights is None else explanation.weights[0],
+        )
+        score = None if explanation.scores is None else float(explanation.scores[0])
+        caption = f"{self._captions[index]} · {explanation.method} @ {explanation.layer}"
+        caption += f" · target {explanation.target}"
+        if score is not None:
+            caption += f" = {score:.3g}"
+        return {
+            "image": wire.encode_image(rgb),
+            "heatmap": wire.encode_heatmap(explanation.heatmap[0]),
+            "view": {"h": int(rgb.shape[0]), "w": int(rgb.shape[1]), "index": index,
+                     "method": explanation.method, "layer": explanation.layer,
+                     "target": explanation.target, "score": score, "caption": caption},
+            "channels": channel_bytes,
+            "channel_info": channel_info,
+        }
+
+    def _show(self, payload: dict[str, Any], explanation: Explanation) -> None:
+        self._explanation = explanation
+        with self.hold_sync():
+            for name, value in payload.items():
+                setattr(self, name, value)
+            self.selected = payload["view"]["index"]
+            self.progress = 1.0
+            self.error = ""
+            self.state = "ready"
+
+    def _on_message(self, widget: Any, content: Any, buffers: list) -> None:
+        if isinstance(content, dict) and content.get("type") == "select":
+            index = content.get("index")
+            if isinstance(index, int) and 0 <= index < len(self._inputs):
+                self._request(index)
+
+    def _on_choice(self, change: dict) -> None:
+        if self.selected >= 0:
+            self._request(self.selected)
+
+    # -- kernel-free views -------------------------------------------------------------------
+
+    def _repr_mimebundle_(self, **kwargs: Any):
+        bundle_ = super()._repr_mimebundle_(**kwargs)
+        if self._explanation is None:
+            return bundle_
+        data, metadata = bundle_ if isinstance(bundle_, tuple) else (bundle_, {})
+        data = dict(data or {})
+        data["image/png"] = self.png()
+        return (data, metadata) if isinstance(bundle_, tuple) else data
+
+    def png(self) -> str:
+        """The current view (image with heatmap blended) as base64 PNG text."""
+        if self._explanation is None:
+            raise ValueError("nothing is explained yet: click a thumbnail or call select(i)")
+        picture = self._explanation.overlay(
+            self._shown[self.selected], alpha=self.alpha, cmap=self.colormap
+        )
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _default_methods(first: str) -> list[str]:
+    preferred = ["grad-fam", "score-fam", "grad-cam", "score-cam", "fixations"]
+    available = methods()
+    return [m for m in preferred if m in available] or [first]
+
+
+def _captions(labels: Sequence[Any] | None, n: int) -> list[str]:
+    if labels is None:
+        return [f"#{i}" for i in range(n)]
+    values = labels.tolist() if isinstance(labels, (Tensor, np.ndarray)) else list(labels)
+    if len(values) != n:
+        raise ValueError(f"got {len(values)} labels for {n} images; give one label per image")
+    return [str(v) for v in values]
+
+
+def _inputs(
+    images: Tensor | Sequence[Any], preprocess: Callable | None, display: np.ndarray | None
+) -> tuple[Tensor, np.ndarray]:
+    """The model inputs ``(B,3,H,W)`` and the images shown ``(B,H,W,3)`` uint8."""
+    if isinstance(images, Tensor) and preprocess is None:
+        tensors = check_images(images).detach()
+        raw = None
+    else:
+        if preprocess is None:
+            raise TypeError(
+                "images that are not a preprocessed (B,3,H,W) tensor need preprocess=, a callable "
+                "turning one image into a (3,H,W) float tensor"
+            )
+        raw = list(images)
+        if not raw:
+            raise ValueError("images is empty: the gallery needs at least one image")
+        tensors = check_images(torch.stack([preprocess(im) for im in raw]))
+    H, W = tensors.shape[-2:]
+    if display is not None:
+        shown = np.asarray(display)
+        if shown.dtype != np.uint8 or shown.shape != (len(tensors), H, W, 3):
+            raise ValueError(
+                f"display must be uint8 (B,H,W,3) = ({len(tensors)},{H},{W},3), got "
+                f"{shown.dtype} {shown.shape}"
+            )
+    elif raw is not None:
+        shown = np.stack([_resized(to_uint8_rgb(im), H, W) for im in raw])
+    else:
+        # Inputs in [0,1] are shown as they are; normalised ones are rescaled per image.
+        scaled = tensors.float().cpu()
+        if scaled.min() < 0 or scaled.max() > 1:
+            lo = scaled.amin(dim=(1, 2, 3), keepdim=True)
+            hi = scaled.amax(dim=(1, 2, 3), keepdim=True)
+            scaled = (scaled - lo) / (hi - lo).clamp_min(1e-12)
+        if tensors.shape[1] == 1:
+            scaled = scaled.expand(-1, 3, -1, -1)
+        shown = (scaled[:, :3].permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    return tensors, np.ascontiguousarray(shown)
+
+
+def _resized(rgb: np.ndarray, H: int, W: int) -> np.ndarray:
+    if rgb.shape[:2] == (H, W):
+        return rgb
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).resize((W, H), Image.BILINEAR))

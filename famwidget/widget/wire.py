@@ -1,0 +1,69 @@
+"""The wire format: what crosses from the kernel to the browser, as compact binary buffers.
+
+Heatmaps, images and activation stacks are raw uint8 bytes (row-major), never JSON number lists;
+the small metadata (shapes, per-channel scales, channel ids and weights) is plain JSON. The
+frontend decodes them in ``js/buffers.js`` and ``js/channels.js``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+#: channels of the activation stack sent per explanation (ranked by |weight| x mean activation)
+TOP_CHANNELS = 32
+
+
+def encode_heatmap(heatmap: Tensor) -> bytes:
+    """``(H,W)`` float in [0,1] → H*W uint8 bytes (value * 255, rounded)."""
+    h = heatmap.detach().float().cpu().clamp(0, 1)
+    return (h * 255 + 0.5).to(torch.uint8).numpy().tobytes()
+
+
+def encode_image(rgb: np.ndarray) -> bytes:
+    """``(H,W,3)`` uint8 → H*W*3 bytes."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an (H,W,3) uint8 image, got {rgb.dtype} {rgb.shape}")
+    return np.ascontiguousarray(rgb).tobytes()
+
+
+def encode_channels(
+    activations: Tensor | None, weights: Tensor | None, top: int = TOP_CHANNELS,
+    ids: list[int] | None = None,
+) -> tuple[bytes, dict[str, Any]]:
+    """The top channels of one image's stack ``(K,h,w)`` with weights ``(K,)``.
+
+    Returns the uint8 bytes ``(k,h,w)`` and ``{k, h, w, ids, weights, lo, scale}``: channel
+    ``c`` decodes as ``lo[c] + byte * scale[c]``. ``ids`` names the channels (default 0..K-1).
+    """
+    if activations is None or weights is None:
+        return b"", {"k": 0, "h": 0, "w": 0, "ids": [], "weights": [], "lo": [], "scale": []}
+    a = activations.detach().float().cpu()
+    w = weights.detach().float().cpu()
+    k_all = a.shape[0]
+    rank = (w.abs() * a.mean(dim=(1, 2)).abs()).argsort(descending=True)[: min(top, k_all)]
+    a, w = a[rank], w[rank]
+    names = rank.tolist() if ids is None else [ids[i] for i in rank.tolist()]
+    lo = a.amin(dim=(1, 2))
+    scale = (a.amax(dim=(1, 2)) - lo) / 255
+    q = ((a - lo[:, None, None]) / scale.clamp_min(1e-12)[:, None, None] + 0.5).clamp(0, 255)
+    info = {
+        "k": int(a.shape[0]), "h": int(a.shape[1]), "w": int(a.shape[2]),
+        "ids": [int(i) for i in names], "weights": [float(v) for v in w],
+        "lo": [float(v) for v in lo], "scale": [float(v) for v in scale],
+    }
+    return q.to(torch.uint8).numpy().tobytes(), info
+
+
+def thumbnails(images: np.ndarray, height: int = 64) -> tuple[bytes, dict[str, Any]]:
+    """``(N,H,W,3)`` uint8 → the thumbnails' bytes ``(N,h,w,3)`` and ``{n, h, w}``."""
+    n, H, W, _ = images.shape
+    th = min(height, H)
+    tw = max(1, round(W * th / H))
+    t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    small = torch.nn.functional.interpolate(t, size=(th, tw), mode="area") if (th, tw) != (H, W) else t
+    out = (small + 0.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    return out.tobytes(), {"n": int(n), "h": int(th), "w": int(tw)}

@@ -1,0 +1,56 @@
+"""One worker thread in the kernel for long explanations: the newest request wins.
+
+``submit(job)`` supersedes every earlier request: a queued one is dropped unrun, a running one
+sees ``stale()`` become true (long methods check it between batches and raise :class:`Stale`),
+and its result is discarded by the caller. The kernel's main thread stays free meanwhile.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+
+class Stale(Exception):
+    """Raised inside a job that a newer request has superseded."""
+
+
+class Worker:
+    def __init__(self, name: str = "famwidget-worker") -> None:
+        self._queue: queue.Queue = queue.Queue()
+        self._latest = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Callable[[Callable[[], bool]], Any]) -> Future:
+        """Queue ``job(stale)`` and make it the newest request; returns its Future."""
+        future: Future = Future()
+        with self._lock:
+            self._latest += 1
+            ticket = self._latest
+        self._queue.put((ticket, job, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            ticket, job, future = self._queue.get()
+            if job is None:
+                return
+
+            def stale(ticket: int = ticket) -> bool:
+                return ticket != self._latest
+
+            if stale() or not future.set_running_or_notify_cancel():
+                future.cancel()
+                continue
+            try:
+                future.set_result(job(stale))
+            except BaseException as error:  # handed to the caller through the Future
+                future.set_exception(error)
+
+    def close(self) -> None:
+        self._queue.put((0, None, None))

@@ -1,0 +1,73 @@
+// A stand-in for the kernel-side model, for pages exported with Explorer.to_html(): the traits
+// come embedded in the page, and the explanations of every thumbnail were computed beforehand,
+// so clicks, blending and channel inspection all work with no kernel and no network.
+import { fromBase64 } from "./buffers.js";
+
+function decodeValue(value) {
+  if (value && typeof value === "object" && typeof value.$bytes === "string") {
+    return new DataView(fromBase64(value.$bytes).buffer);
+  }
+  return value;
+}
+
+function decodeTraits(traits) {
+  return Object.fromEntries(Object.entries(traits || {}).map(([k, v]) => [k, decodeValue(v)]));
+}
+
+export class StaticModel {
+  /** payload = {traits: {...}, explanations: {"method|layer|index": {...traits}}} */
+  constructor(payload) {
+    this.values = decodeTraits(payload.traits);
+    this.explanations = payload.explanations || {};
+    this.listeners = new Map();
+    this.pending = new Set();
+  }
+
+  get(name) { return this.values[name]; }
+
+  set(name, value) {
+    this.values[name] = value;
+    this.pending.add(name);
+  }
+
+  save_changes() {
+    const names = [...this.pending];
+    this.pending.clear();
+    for (const name of names) this.emit(`change:${name}`);
+    if (names.includes("method") || names.includes("layer")) this.show(this.values.selected);
+  }
+
+  on(events, callback) {
+    for (const event of events.split(/\s+/).filter(Boolean)) {
+      if (!this.listeners.has(event)) this.listeners.set(event, new Set());
+      this.listeners.get(event).add(callback);
+    }
+  }
+
+  off(events, callback) {
+    for (const event of (events || "").split(/\s+/).filter(Boolean)) this.listeners.get(event)?.delete(callback);
+  }
+
+  emit(event, ...args) {
+    for (const callback of this.listeners.get(event) || []) callback(...args);
+  }
+
+  send(content) {
+    if (content && content.type === "select") setTimeout(() => this.show(content.index), 0);
+  }
+
+  /** Put the stored explanation of image `index` (current method and layer) on screen. */
+  show(index) {
+    const key = `${this.values.method}|${this.values.layer}|${index}`;
+    const stored = this.explanations[key];
+    const changes = stored
+      ? { ...decodeTraits(stored), selected: index, state: "ready", error: "", progress: 1 }
+      : { selected: index, state: "error", progress: 0,
+          error: `This page was exported without the ${this.values.method} explanation of image ${index}; ` +
+                 "export it with Explorer.to_html(path, methods=[...]) to include it." };
+    for (const [name, value] of Object.entries(changes)) this.set(name, value);
+    const names = [...this.pending];
+    this.pending.clear();
+    for (const name of names) this.emit(`change:${name}`);
+  }
+}
