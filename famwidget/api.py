@@ -6,6 +6,8 @@ method's function; it leaves the model exactly as it found it (see ``famwidget.t
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
 import weakref
 from collections.abc import Callable
@@ -22,11 +24,15 @@ from .targets import Embedding, OutputKey, Predicted, Target, as_target
 
 @dataclass(frozen=True)
 class Method:
-    """A registered method: its function, its default target, and whether it needs a layer."""
+    """A registered method: its function, its default target, and whether it needs a layer.
+
+    ``default_target`` makes the target used when the caller gives none; ``None`` lets the
+    method decide (it then receives ``target=None``).
+    """
 
     name: str
     function: Callable[..., Explanation]
-    default_target: Callable[[], Target]
+    default_target: Callable[[], Target] | None
     needs_layer: bool = True
     summary: str = ""
 
@@ -64,13 +70,11 @@ def _load_builtin() -> None:
 
     register(Method("grad-fam", gradfam.grad_fam, Embedding, summary="gradients of ||f(x)||"))
     register(Method("grad-cam", gradfam.grad_cam, Predicted, summary="gradients of a class logit"))
-    for extra in ("scorefam", "fixations"):
-        try:
-            module = __import__(f"famwidget.explainers.{extra}", fromlist=["METHODS"])
-        except ImportError:
-            continue
-        for m in getattr(module, "METHODS", ()):
-            register(m)
+    for family in ("scorefam", "fixations"):
+        name = f"famwidget.explainers.{family}"
+        if importlib.util.find_spec(name) is not None:
+            for m in importlib.import_module(name).METHODS:
+                register(m)
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -148,7 +152,7 @@ def explain(
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     images = check_images(images).to(model_device(model))
-    chosen = as_target(target, info.default_target())
+    chosen = as_target(target, info.default_target() if info.default_target else None)
     kwargs: dict[str, Any] = dict(
         target=chosen, output_key=output_key, autocast=PRECISIONS[precision], **options
     )

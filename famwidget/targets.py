@@ -262,7 +262,7 @@ class Custom(Target):
         return f"Custom({getattr(self.fn, '__name__', type(self.fn).__name__)})"
 
 
-def as_target(target: object, default: Target) -> Target:
+def as_target(target: object, default: Target | None) -> Target | None:
     """``None`` → ``default``; a :class:`Target` as is; a callable → :class:`Custom`."""
     if target is None:
         return default
