@@ -1,8 +1,8 @@
 """famwidget: see what a CNN's feature vector, or its class score, is made of.
 
-    import famwidget as fw
-    exp = fw.explain(model, images, method="grad-fam")     # an Explanation
-    fw.Explorer(model, images)                              # the widget
+import famwidget as fw
+exp = fw.explain(model, images, method="grad-fam")     # an Explanation
+fw.Explorer(model, images)                              # the widget
 """
 
 from . import targets

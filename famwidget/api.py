@@ -87,7 +87,7 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def check_images(images: Any) -> Tensor:
-    """``(B,C,H,W)`` or ``(C,H,W)`` floating tensor → ``(B,C,H,W)``; anything else is a clear error."""
+    """``(B,C,H,W)`` or ``(C,H,W)`` float tensor → ``(B,C,H,W)``; anything else: a clear error."""
     if not isinstance(images, Tensor):
         raise TypeError(
             f"images must be a float tensor (B,3,H,W) or (3,H,W), already preprocessed for the "

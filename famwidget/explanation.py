@@ -107,7 +107,9 @@ def colormap_rgb(values: np.ndarray, cmap: str = "jet") -> np.ndarray:
     try:
         colormap = matplotlib.colormaps[cmap]
     except KeyError:
-        raise ValueError(f"unknown colormap {cmap!r}; e.g. jet, turbo, viridis, inferno, gray") from None
+        raise ValueError(
+            f"unknown colormap {cmap!r}; e.g. jet, turbo, viridis, inferno, gray"
+        ) from None
     return (colormap(values)[..., :3] * 255 + 0.5).astype(np.uint8)
 
 
@@ -134,5 +136,6 @@ def to_uint8_rgb(image: Any) -> np.ndarray:
             a = (np.clip(a.astype(np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
         return np.ascontiguousarray(a)
     raise TypeError(
-        f"image must be a PIL image, an (H,W,3) array or a (3,H,W) tensor, not {type(image).__name__}"
+        "image must be a PIL image, an (H,W,3) array or a (3,H,W) tensor, "
+        f"not {type(image).__name__}"
     )

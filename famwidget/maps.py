@@ -11,7 +11,7 @@ from torch import Tensor
 
 
 def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear resize (``align_corners=False``) of ``(B,h,w)`` or ``(B,K,h,w)`` maps to ``size``."""
+    """Bilinear resize (``align_corners=False``) of ``(B,h,w)`` / ``(B,K,h,w)`` maps to ``size``."""
     squeeze = maps.dim() == 3
     x = maps.float()[:, None] if squeeze else maps.float()
     if tuple(x.shape[-2:]) != tuple(size):
@@ -20,7 +20,7 @@ def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def minmax(maps: Tensor, eps: float = 1e-12) -> Tensor:
-    """Rescale each map of ``(B,...,h,w)`` to [0,1] over its last two dims; constant maps become 0."""
+    """Rescale each map of ``(B,...,h,w)`` to [0,1] over its last two dims; a constant map → 0."""
     x = maps.float()
     lo = x.amin(dim=(-2, -1), keepdim=True)
     hi = x.amax(dim=(-2, -1), keepdim=True)

@@ -22,7 +22,6 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-
 _LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 

@@ -102,7 +102,7 @@ class _EmbeddingBound(Bound):
 
 
 class Embedding(Target):
-    """The feature vector itself: ``||f(x)||`` for gradients, ``cos(f(x'), f(x))`` for masked copies.
+    """The feature vector itself: ``||f(x)||`` for gradients, ``cos(f(x'), f(x))`` for masked ones.
 
     Gradients of ``||f||``, ``½||f||²`` and ``f·stopgrad(f)`` point the same way per image, and
     Grad-FAM normalises each map, so the choice of ``||f||`` loses nothing. (``cos(f(x),

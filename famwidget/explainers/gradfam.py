@@ -55,7 +55,7 @@ def grad_fam(
     autocast: torch.dtype | None = None,
     method: str = "grad-fam",
 ) -> Explanation:
-    """Grad-FAM / Grad-CAM map of ``images`` ``(B,C,H,W)`` → Explanation with heatmap ``(B,H,W)``."""
+    """Grad-FAM / Grad-CAM of ``images`` ``(B,C,H,W)``: an Explanation, heatmap ``(B,H,W)``."""
     activations, weights, scores = gradient_weights(
         model, images, module, target, output_key, autocast
     )

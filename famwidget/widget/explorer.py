@@ -8,10 +8,12 @@ partial maps travel as custom messages. Explanations run in one worker thread, n
 from __future__ import annotations
 
 import base64
+import contextlib
 import inspect
 import io
 import pathlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import CancelledError, Future
 from typing import Any
 
 import anywidget
@@ -102,7 +104,7 @@ class Explorer(anywidget.AnyWidget):
         self._options = options
         self._cache: dict[tuple[int, str, str], tuple[dict[str, Any], Explanation]] = {}
         self._explanation: Explanation | None = None
-        self._worker = Worker()
+        self._pending: Future | None = None
         offered = list(methods) if methods is not None else _default_methods(method)
         for name in [*offered, method]:
             method_info(name)  # unknown names fail here, with the list of valid ones
@@ -119,6 +121,7 @@ class Explorer(anywidget.AnyWidget):
             layer=layer_name,
         )
         self._captions = captions
+        self._worker = Worker()
         self.on_msg(self._on_message)
         self.observe(self._on_choice, names=["method", "layer"])
 
@@ -139,7 +142,9 @@ class Explorer(anywidget.AnyWidget):
             return self._explanation
         return None
 
-    def to_html(self, path: str | pathlib.Path, methods: Sequence[str] | None = None) -> pathlib.Path:
+    def to_html(
+        self, path: str | pathlib.Path, methods: Sequence[str] | None = None
+    ) -> pathlib.Path:
         """Write a standalone page: the widget with every thumbnail's explanation precomputed.
 
         The page needs no kernel and no network: blending, colormaps, channel inspection and
@@ -150,8 +155,20 @@ class Explorer(anywidget.AnyWidget):
 
         return write_page(self, pathlib.Path(path), list(methods or [self.method]))
 
+    def wait(self, timeout: float | None = None) -> Explanation | None:
+        """Block until the newest request (a click, a method change) has been answered."""
+        pending = self._pending
+        if pending is not None:
+            with contextlib.suppress(Stale, CancelledError):  # superseded by a newer request
+                pending.result(timeout)
+            if self._pending is not pending:
+                return self.wait(timeout)
+        return self._explanation
+
     def close(self) -> None:
-        self._worker.close()
+        worker = getattr(self, "_worker", None)
+        if worker is not None:
+            worker.close()
         super().close()
 
     # -- computing explanations ------------------------------------------------------------
@@ -182,9 +199,10 @@ class Explorer(anywidget.AnyWidget):
             self.progress = 0.0
         if key in self._cache:
             self._show(*self._cache[key])
-            done = self._worker.submit(lambda stale: None)
-            return done
-        return self._worker.submit(lambda stale: self._run(key, stale))
+            self._pending = self._worker.submit(lambda stale: None)  # supersedes running work
+        else:
+            self._pending = self._worker.submit(lambda stale: self._run(key, stale))
+        return self._pending
 
     def _run(self, key: tuple[int, str, str], stale: Callable[[], bool]) -> None:
         index, method, layer = key
@@ -216,8 +234,11 @@ class Explorer(anywidget.AnyWidget):
             def on_progress(done: int, total: int, partial: Explanation | None) -> None:
                 if stale():
                     raise Stale
-                content = {"type": "partial" if partial is not None else "progress",
-                           "index": index, "progress": done / max(total, 1)}
+                content = {
+                    "type": "partial" if partial is not None else "progress",
+                    "index": index,
+                    "progress": done / max(total, 1),
+                }
                 buffers = [wire.encode_heatmap(partial.heatmap[0])] if partial is not None else []
                 self.send(content, buffers)
 
@@ -250,9 +271,16 @@ class Explorer(anywidget.AnyWidget):
         return {
             "image": wire.encode_image(rgb),
             "heatmap": wire.encode_heatmap(explanation.heatmap[0]),
-            "view": {"h": int(rgb.shape[0]), "w": int(rgb.shape[1]), "index": index,
-                     "method": explanation.method, "layer": explanation.layer,
-                     "target": explanation.target, "score": score, "caption": caption},
+            "view": {
+                "h": int(rgb.shape[0]),
+                "w": int(rgb.shape[1]),
+                "index": index,
+                "method": explanation.method,
+                "layer": explanation.layer,
+                "target": explanation.target,
+                "score": score,
+                "caption": caption,
+            },
             "channels": channel_bytes,
             "channel_info": channel_info,
         }

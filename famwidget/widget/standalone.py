@@ -20,9 +20,25 @@ if TYPE_CHECKING:
 
 #: the synced traits a page embeds (everything the frontend reads)
 TRAITS = (
-    "thumbs", "gallery", "selected", "image", "heatmap", "view", "channels", "channel_info",
-    "state", "error", "progress", "alpha", "colormap", "threshold", "side_by_side", "method",
-    "methods", "layer", "layers",
+    "thumbs",
+    "gallery",
+    "selected",
+    "image",
+    "heatmap",
+    "view",
+    "channels",
+    "channel_info",
+    "state",
+    "error",
+    "progress",
+    "alpha",
+    "colormap",
+    "threshold",
+    "side_by_side",
+    "method",
+    "methods",
+    "layer",
+    "layers",
 )
 #: the traits that change from one explanation to the next
 EXPLANATION_TRAITS = ("image", "heatmap", "view", "channels", "channel_info")
@@ -82,7 +98,10 @@ widget.mountStandalone(document.getElementById("fw-root"), payload);
 
 
 def write_page(
-    widget: Explorer, path: pathlib.Path, methods: list[str], title: str = "famwidget",
+    widget: Explorer,
+    path: pathlib.Path,
+    methods: list[str],
+    title: str = "famwidget",
     note: str = "",
 ) -> pathlib.Path:
     """Write the standalone page atomically (a temporary file renamed into place)."""

@@ -31,7 +31,9 @@ def encode_image(rgb: np.ndarray) -> bytes:
 
 
 def encode_channels(
-    activations: Tensor | None, weights: Tensor | None, top: int = TOP_CHANNELS,
+    activations: Tensor | None,
+    weights: Tensor | None,
+    top: int = TOP_CHANNELS,
     ids: list[int] | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """The top channels of one image's stack ``(K,h,w)`` with weights ``(K,)``.
@@ -51,9 +53,13 @@ def encode_channels(
     scale = (a.amax(dim=(1, 2)) - lo) / 255
     q = ((a - lo[:, None, None]) / scale.clamp_min(1e-12)[:, None, None] + 0.5).clamp(0, 255)
     info = {
-        "k": int(a.shape[0]), "h": int(a.shape[1]), "w": int(a.shape[2]),
-        "ids": [int(i) for i in names], "weights": [float(v) for v in w],
-        "lo": [float(v) for v in lo], "scale": [float(v) for v in scale],
+        "k": int(a.shape[0]),
+        "h": int(a.shape[1]),
+        "w": int(a.shape[2]),
+        "ids": [int(i) for i in names],
+        "weights": [float(v) for v in w],
+        "lo": [float(v) for v in lo],
+        "scale": [float(v) for v in scale],
     }
     return q.to(torch.uint8).numpy().tobytes(), info
 
@@ -64,6 +70,8 @@ def thumbnails(images: np.ndarray, height: int = 64) -> tuple[bytes, dict[str, A
     th = min(height, H)
     tw = max(1, round(W * th / H))
     t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    small = torch.nn.functional.interpolate(t, size=(th, tw), mode="area") if (th, tw) != (H, W) else t
+    small = (
+        torch.nn.functional.interpolate(t, size=(th, tw), mode="area") if (th, tw) != (H, W) else t
+    )
     out = (small + 0.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
     return out.tobytes(), {"n": int(n), "h": int(th), "w": int(tw)}

@@ -1,0 +1,62 @@
+"""Shared fixtures: small networks with known structure, and Chromium launch settings."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from torch import nn
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
+
+
+class TinyEmbedding(nn.Module):
+    """conv → BN → ReLU → conv → ReLU (the "features" layer) → GAP → Linear: an embedding net."""
+
+    def __init__(self, dim: int = 6) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 12, 3, stride=2, padding=1),
+            nn.ReLU(),
+        )
+        self.head = nn.Linear(12, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x).mean(dim=(2, 3)))
+
+
+@pytest.fixture
+def tiny_embedding() -> TinyEmbedding:
+    torch.manual_seed(0)
+    model = TinyEmbedding()
+    with torch.no_grad():  # non-trivial BN statistics, so eval and train modes differ
+        model.body[1].running_mean.uniform_(-0.5, 0.5)
+        model.body[1].running_var.uniform_(0.5, 2.0)
+    return model
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.rand(5, 3, 16, 16)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args() -> dict:
+    """pytest-playwright: Debian's Chromium, never a downloaded browser."""
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.fail("Debian's chromium is not installed; `make setup` installs it")
+    return {"executable_path": path, "headless": True, "args": CHROMIUM_ARGS}

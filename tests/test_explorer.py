@@ -1,0 +1,115 @@
+"""The Explorer's kernel side: clicks, traits on the wire, caching, errors, standalone pages."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import famwidget as fw
+from famwidget.widget import standalone
+
+
+@pytest.fixture
+def explorer(tiny_embedding, images):
+    w = fw.Explorer(tiny_embedding, images, labels=list("abcde"))
+    yield w
+    w.close()
+
+
+def test_initial_state(explorer):
+    assert explorer.state == "idle" and explorer.selected == -1 and explorer.explanation is None
+    assert explorer.gallery["n"] == 5 and explorer.gallery["captions"] == list("abcde")
+    assert len(explorer.thumbs) == 5 * explorer.gallery["h"] * explorer.gallery["w"] * 3
+    assert explorer.layer == "body" and "grad-fam" in explorer.methods
+    assert "body.3" in explorer.layers
+    assert "export default" in explorer._esm or "export{" in explorer._esm.replace(" ", "")
+
+
+def test_select_sends_binary_heatmap_of_that_image(explorer, tiny_embedding, images):
+    exp = explorer.select(2)
+    assert explorer.state == "ready" and explorer.selected == 2 and explorer.progress == 1.0
+    expected = fw.explain(tiny_embedding, images[2])
+    assert torch.allclose(exp.heatmap, expected.heatmap, atol=1e-6)
+    heat = np.frombuffer(explorer.heatmap, np.uint8).reshape(16, 16)
+    assert np.abs(heat / 255.0 - expected.numpy()[0]).max() <= 0.5 / 255 + 1e-6
+    assert explorer.view["index"] == 2 and explorer.view["caption"].startswith("c · grad-fam")
+    assert explorer.channel_info["k"] == 12 and len(explorer.channels) == 12 * 8 * 8
+
+
+def test_click_message_explains_in_worker(explorer):
+    explorer._on_message(explorer, {"type": "select", "index": 4}, [])
+    explorer.wait(10)
+    assert explorer.selected == 4 and explorer.state == "ready"
+    explorer._on_message(explorer, {"type": "select", "index": 99}, [])  # ignored, no crash
+    assert explorer.selected == 4
+
+
+def test_method_change_re_explains_and_caches(explorer):
+    explorer.select(1)
+    fam = bytes(explorer.heatmap)
+    explorer.method = "grad-cam"
+    explorer.wait(10)
+    assert explorer.explanation.method == "grad-cam" and explorer.state == "ready"
+    explorer.method = "grad-fam"
+    explorer.wait(10)
+    assert bytes(explorer.heatmap) == fam
+    assert (1, "grad-fam", "body") in explorer._cache and (1, "grad-cam", "body") in explorer._cache
+
+
+def test_error_shows_in_widget_and_kernel_goes_on(tiny_embedding, images):
+    bad = fw.Explorer(tiny_embedding, images, target=fw.targets.Dimension(99))
+    with pytest.raises(ValueError, match="Dimension"):
+        bad.select(0)
+    assert bad.state == "error" and "Dimension(99)" in bad.error
+    bad.close()
+    good = fw.Explorer(tiny_embedding, images)
+    assert good.select(0) is not None and good.state == "ready"
+    good.close()
+
+
+def test_bad_arguments(tiny_embedding, images):
+    with pytest.raises(ValueError, match="got 2 labels for 5 images"):
+        fw.Explorer(tiny_embedding, images, labels=[1, 2])
+    with pytest.raises(ValueError, match="unknown method"):
+        fw.Explorer(tiny_embedding, images, method="nope")
+    with pytest.raises(TypeError, match="preprocess="):
+        fw.Explorer(tiny_embedding, [np.zeros((16, 16, 3), np.uint8)])
+    with pytest.raises(IndexError, match="out of range"):
+        fw.Explorer(tiny_embedding, images).select(7)
+
+
+def test_raw_images_with_preprocess(tiny_embedding):
+    raw = [np.full((16, 16, 3), v, np.uint8) for v in (10, 200)]
+    prep = lambda im: torch.from_numpy(im).permute(2, 0, 1).float() / 255  # noqa: E731
+    w = fw.Explorer(tiny_embedding, raw, preprocess=prep)
+    w.select(1)
+    assert np.frombuffer(w.image, np.uint8).min() == 200
+    w.close()
+
+
+def test_png_in_mimebundle_after_select(explorer):
+    explorer.select(0)
+    data = explorer._repr_mimebundle_()
+    data = data[0] if isinstance(data, tuple) else data
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert base64.b64decode(data["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_to_html_embeds_state_and_every_explanation(explorer, tmp_path):
+    explorer.select(3)
+    path = explorer.to_html(tmp_path / "page.html", methods=["grad-fam", "grad-cam"])
+    text = path.read_text()
+    assert "</script" not in text.split('id="fw-bundle">')[1].split("</script>")[0]
+    state = json.loads(re.search(r'id="fw-state">(.*?)</script>', text, re.S).group(1))
+    assert state["traits"]["selected"] == 3 and state["traits"]["state"] == "ready"
+    keys = set(state["explanations"])
+    assert keys == {f"{m}|body|{i}" for m in ("grad-fam", "grad-cam") for i in range(5)}
+    heat = base64.b64decode(state["explanations"]["grad-fam|body|3"]["heatmap"]["$bytes"])
+    assert heat == bytes(explorer.heatmap)
+    with pytest.raises(ValueError, match="not offered"):
+        standalone.write_page(explorer, tmp_path / "x.html", ["fixations-nope"])

@@ -1,0 +1,62 @@
+"""The worker thread: newest request wins, stale work is dropped or cancelled."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from famwidget.widget.worker import Stale, Worker
+
+
+def test_newest_request_wins_and_queued_ones_are_dropped():
+    worker = Worker()
+    gate, started = threading.Event(), threading.Event()
+    ran = []
+
+    def slow(stale):
+        started.set()
+        gate.wait(5)
+        ran.append("slow")
+        return "slow"
+
+    first = worker.submit(slow)
+    started.wait(5)
+    queued = [worker.submit(lambda stale, i=i: ran.append(i)) for i in range(3)]
+    gate.set()
+    assert first.result(5) == "slow"
+    queued[-1].result(5)
+    assert ran == ["slow", 2]
+    assert all(f.cancelled() for f in queued[:-1])
+    worker.close()
+
+
+def test_running_job_sees_stale_and_can_stop():
+    worker = Worker()
+    started = threading.Event()
+    release = threading.Event()
+
+    def long_job(stale):
+        started.set()
+        release.wait(5)
+        if stale():
+            raise Stale
+        return "finished"
+
+    running = worker.submit(long_job)
+    started.wait(5)
+    newer = worker.submit(lambda stale: "newer")
+    release.set()
+    with pytest.raises(Stale):
+        running.result(5)
+    assert newer.result(5) == "newer"
+    worker.close()
+
+
+def test_errors_reach_the_caller_and_the_worker_goes_on():
+    worker = Worker()
+    bad = worker.submit(lambda stale: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        bad.result(5)
+    assert worker.submit(lambda stale: 42).result(5) == 42
+    worker.close()
