@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import pathlib
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 import pytest
 import torch
@@ -60,3 +66,64 @@ def browser_type_launch_args() -> dict:
     if path is None:
         pytest.fail("Debian's chromium is not installed; `make setup` installs it")
     return {"executable_path": path, "headless": True, "args": CHROMIUM_ARGS}
+
+
+ARTIFACTS = pathlib.Path(__file__).parent.parent / "artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> pathlib.Path:
+    """Where the browser tests save a screenshot of each state (kept as CI artifacts)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def jupyter_server(tmp_path_factory):
+    """A JupyterLab server (it also serves Notebook 7) over a copy of notebooks/."""
+    root = tmp_path_factory.mktemp("jupyter-root")
+    for nb in (pathlib.Path(__file__).parent.parent / "notebooks").glob("*.ipynb"):
+        shutil.copy(nb, root / nb.name)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(root / "jupyter.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--allow-root",
+            "--ServerApp.token=",
+            "--ServerApp.password=",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=root,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/api/status", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"JupyterLab did not start:\n{(root / 'jupyter.log').read_text()[-3000:]}")
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()

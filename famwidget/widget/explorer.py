@@ -143,7 +143,11 @@ class Explorer(anywidget.AnyWidget):
         return None
 
     def to_html(
-        self, path: str | pathlib.Path, methods: Sequence[str] | None = None
+        self,
+        path: str | pathlib.Path,
+        methods: Sequence[str] | None = None,
+        title: str = "famwidget",
+        note: str = "",
     ) -> pathlib.Path:
         """Write a standalone page: the widget with every thumbnail's explanation precomputed.
 
@@ -153,7 +157,8 @@ class Explorer(anywidget.AnyWidget):
         """
         from .standalone import write_page
 
-        return write_page(self, pathlib.Path(path), list(methods or [self.method]))
+        chosen = list(methods or [self.method])
+        return write_page(self, pathlib.Path(path), chosen, title=title, note=note)
 
     def wait(self, timeout: float | None = None) -> Explanation | None:
         """Block until the newest request (a click, a method change) has been answered."""

@@ -66,6 +66,7 @@ def page_payload(widget: Explorer, methods: list[str]) -> dict[str, Any]:
             explanations[key] = {k: _json_value(payload[k]) for k in EXPLANATION_TRAITS}
     traits = {name: _json_value(getattr(widget, name)) for name in TRAITS}
     traits["methods"] = list(dict.fromkeys([widget.method, *methods]))
+    traits["layers"] = [widget.layer]  # the page holds explanations at this layer only
     if traits["state"] == "computing":
         traits["state"] = "ready" if widget.explanation is not None else "idle"
     return {"traits": traits, "explanations": explanations}
