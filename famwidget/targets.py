@@ -76,6 +76,17 @@ class Bound:
     def score(self, output: object, index: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def probability(self, output: object, index: Tensor) -> Tensor:
+        """Softmax probability ``(N,)`` of the bound class for N copies of images ``index``.
+
+        Only class targets (``Predicted()``, ``ClassLogit(c)``) have one: the original Score-CAM
+        weighs each masked copy by it.
+        """
+        raise TypeError(
+            "only a class target has a class probability; score='probability' (the Score-CAM "
+            "paper's convention) needs Predicted() or ClassLogit(c)"
+        )
+
 
 class Target:
     """Base class. ``kind`` is "embedding" (explains a feature vector) or "class"."""
@@ -125,6 +136,10 @@ class _ClassBound(Bound):
     def score(self, output: object, index: Tensor) -> Tensor:
         logits = self.features(output)
         return logits.gather(1, self.classes.to(logits.device)[index][:, None])[:, 0]
+
+    def probability(self, output: object, index: Tensor) -> Tensor:
+        probs = self.features(output).softmax(dim=1)
+        return probs.gather(1, self.classes.to(probs.device)[index][:, None])[:, 0]
 
 
 class Predicted(Target):

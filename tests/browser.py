@@ -23,7 +23,8 @@ def set_range(page: Page, selector: str, value: float) -> None:
     """Move a range input as a user would (value + input event)."""
     page.eval_on_selector(
         selector,
-        "(el, v) => { el.value = String(v); el.dispatchEvent(new Event('input', {bubbles: true})); }",
+        "(el, v) => { el.value = String(v);"
+        " el.dispatchEvent(new Event('input', {bubbles: true})); }",
         value,
     )
 

@@ -6,5 +6,7 @@ lazily and :meth:`SyntheticSet.tensors` imports torch lazily.
 
 from .drawing import SyntheticSet
 from .flowers import flowers
+from .persons import persons
+from .photos import photos
 
-__all__ = ["SyntheticSet", "flowers"]
+__all__ = ["SyntheticSet", "flowers", "persons", "photos"]
