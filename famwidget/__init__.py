@@ -8,7 +8,7 @@ fw.Explorer(model, images)                              # the widget
 from . import targets
 from .api import explain, methods
 from .explanation import Explanation
-from .widget import Explorer
+from .widget import Explorer, ReIDExplorer
 
-__all__ = ["Explanation", "Explorer", "explain", "methods", "targets"]
+__all__ = ["Explanation", "Explorer", "ReIDExplorer", "explain", "methods", "targets"]
 __version__ = "0.1.0"

@@ -12,7 +12,7 @@ import { StaticModel } from "./standalone.js";
 function render({ model, el }) {
   const ui = buildDom(el);
   const local = { rgb: null, heat: null, H: 0, W: 0, channels: null, hover: null, pinned: null,
-                  point: null, partial: false, request: 0 };
+                  point: null, partial: false, request: 0, pair: null };
 
   const get = (name, fallback) => model.get(name) ?? fallback;
   const setState = (state) => { ui.root.dataset.state = state; };
@@ -26,6 +26,10 @@ function render({ model, el }) {
     const heat = toBytes(get("heatmap", null));
     local.heat = heat.length === local.H * local.W && heat.length ? heat : null;
     local.partial = false;
+    local.pair = decodePair(get("pair", {}), get("pair_image", null), get("pair_heatmap", null));
+    ui.root.classList.toggle("fw-has-pair", !!local.pair);
+    ui.pairCaption.textContent = local.pair ? local.pair.caption : "";
+    if (local.pair) setOptions(ui.pairTarget, local.pair.targets, get("pair_target", "similarity"));
     local.channels = decodeChannels(get("channels", null), get("channel_info", {}));
     local.hover = null;
     local.pinned = null;
@@ -55,6 +59,12 @@ function render({ model, el }) {
     ui.view.width = W; ui.view.height = H;
     ui.view.getContext("2d").putImageData(new ImageData(pixels, W, H), 0, 0);
     if (get("side_by_side", false)) drawRGB(ui.side, rgb, H, W);
+    if (local.pair) {
+      const p = local.pair;
+      const pairPixels = blend(p.rgb, p.heat, get("alpha", 0.5), table, get("threshold", 0));
+      ui.pairView.width = p.w; ui.pairView.height = p.h;
+      ui.pairView.getContext("2d").putImageData(new ImageData(pairPixels, p.w, p.h), 0, 0);
+    }
     drawPoint();
   }
 
@@ -172,6 +182,7 @@ function render({ model, el }) {
   ui.sideBySide.addEventListener("change", () => { setTrait("side_by_side", ui.sideBySide.checked); paint(); });
   ui.method.addEventListener("change", () => { setState("computing"); setTrait("method", ui.method.value); });
   ui.layer.addEventListener("change", () => { setState("computing"); setTrait("layer", ui.layer.value); });
+  ui.pairTarget.addEventListener("change", () => { setState("computing"); setTrait("pair_target", ui.pairTarget.value); });
   ui.view.addEventListener("mousemove", onPointer);
 
   const drawGallery = () => {
@@ -181,7 +192,7 @@ function render({ model, el }) {
   const handlers = [
     ["change:thumbs change:gallery", drawGallery],
     ["change:selected", () => markSelected(ui.gallery, get("selected", -1))],
-    ["change:image change:heatmap change:view change:channels change:channel_info", loadView],
+    ["change:image change:heatmap change:view change:channels change:channel_info change:pair change:pair_image change:pair_heatmap", loadView],
     ["change:state change:error change:progress", syncState],
     ["change:methods change:method change:layers change:layer", syncControls],
     ["change:alpha change:colormap change:threshold change:side_by_side", () => { syncControls(); paint(); }],
@@ -198,6 +209,15 @@ function render({ model, el }) {
   return () => { for (const [events, fn] of handlers) model.off(events, fn); };
 }
 
+/** The other image of a pair (ReIDExplorer: the query), or null. */
+function decodePair(info, image, heatmap) {
+  const { h = 0, w = 0 } = info || {};
+  const rgb = toBytes(image), heat = toBytes(heatmap);
+  if (!h || rgb.length !== h * w * 3) return null;
+  return { h, w, rgb, heat: heat.length === h * w ? heat : null, caption: info.caption || "",
+           targets: info.targets || [] };
+}
+
 function buildDom() {
   const select = (cls, label) => {
     const s = h("select", { class: cls, "aria-label": label });
@@ -206,6 +226,8 @@ function buildDom() {
   const [method, methodLabel] = select("fw-method", "method");
   const [layer, layerLabel] = select("fw-layer", "layer");
   const [colormap, colormapLabel] = select("fw-colormap", "colormap");
+  const [pairTarget, pairTargetLabel] = select("fw-pair-target", "pair shows");
+  pairTargetLabel.classList.add("fw-pair-only");
   const alpha = h("input", { class: "fw-alpha", type: "range", min: 0, max: 1, step: 0.01, "aria-label": "blend" });
   const threshold = h("input", { class: "fw-threshold", type: "range", min: 0, max: 1, step: 0.01,
                                  "aria-label": "threshold" });
@@ -219,10 +241,13 @@ function buildDom() {
   const channels = h("ol", { class: "fw-channels" });
   const error = h("div", { class: "fw-error", role: "alert" });
   const gallery = h("div", { class: "fw-gallery" });
-  const stage = h("div", { class: "fw-stage" }, side, view);
+  const pairView = h("canvas", { class: "fw-pair" });
+  const pairCaption = h("div", { class: "fw-pair-caption" });
+  const stage = h("div", { class: "fw-stage" },
+    h("div", { class: "fw-figure fw-pair-only" }, pairView, pairCaption), side, view);
   const root = h(
     "div", { class: "famwidget", dataset: { state: "idle" } },
-    h("div", { class: "fw-toolbar" }, methodLabel, layerLabel, colormapLabel,
+    h("div", { class: "fw-toolbar" }, methodLabel, layerLabel, pairTargetLabel, colormapLabel,
       h("label", { class: "fw-control" }, h("span", {}, "blend"), alpha),
       h("label", { class: "fw-control" }, h("span", {}, "threshold"), threshold),
       h("label", { class: "fw-control" }, sideBySide, h("span", {}, "side by side"))),
@@ -233,7 +258,7 @@ function buildDom() {
     gallery,
   );
   const style = h("style", {}, css);
-  return { root, style, method, layer, colormap, alpha, threshold, sideBySide, view, side, stage,
+  return { root, style, method, layer, colormap, pairTarget, pairView, pairCaption, alpha, threshold, sideBySide, view, side, stage,
            progress, progressBar, caption, channelsTitle, channels, error, gallery };
 }
 

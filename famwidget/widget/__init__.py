@@ -1,5 +1,6 @@
 """The Jupyter widget: the Explorer, its wire format, worker thread and standalone pages."""
 
 from .explorer import Explorer
+from .reid import ReIDExplorer
 
-__all__ = ["Explorer"]
+__all__ = ["Explorer", "ReIDExplorer"]

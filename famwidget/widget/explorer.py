@@ -194,9 +194,12 @@ class Explorer(anywidget.AnyWidget):
         modules = dict(self._model.named_modules())
         return chosen, {n: modules[n] for n in offered}
 
-    def _request(self, index: int):
-        method, layer = self.method, self.layer
-        key = (index, method, layer)
+    def _key(self, index: int) -> tuple:
+        """What identifies an explanation on screen (and in the cache)."""
+        return (index, self.method, self.layer)
+
+    def _request(self, index: int) -> Future:
+        key = self._key(index)
         with self.hold_sync():
             self.selected = index
             self.state = "computing"
@@ -209,10 +212,9 @@ class Explorer(anywidget.AnyWidget):
             self._pending = self._worker.submit(lambda stale: self._run(key, stale))
         return self._pending
 
-    def _run(self, key: tuple[int, str, str], stale: Callable[[], bool]) -> None:
-        index, method, layer = key
+    def _run(self, key: tuple, stale: Callable[[], bool]) -> None:
         try:
-            explanation = self._compute(index, method, layer, stale)
+            payload, explanation = self._explained(key, stale)
         except Stale:
             return
         except Exception as error:
@@ -223,56 +225,64 @@ class Explorer(anywidget.AnyWidget):
                     self.state = "error"
                     self.progress = 0.0
             raise
-        payload = self._payload(index, explanation)
-        self._cache[key] = (payload, explanation)
         if not stale():
             self._show(payload, explanation)
 
-    def _compute(
-        self, index: int, method: str, layer: str, stale: Callable[[], bool] = lambda: False
+    def _explained(
+        self, key: tuple, stale: Callable[[], bool] = lambda: False
+    ) -> tuple[dict[str, Any], Explanation]:
+        """The traits and the Explanation for ``key``, computed once and cached."""
+        if key not in self._cache:
+            self._cache[key] = self._build(key, stale)
+        return self._cache[key]
+
+    def _build(self, key: tuple, stale: Callable[[], bool]) -> tuple[dict[str, Any], Explanation]:
+        index, method, layer = key[:3]
+        explanation = self._explain_one(self._inputs[index], method, layer, self._target, stale)
+        caption = f"{self._captions[index]} · {_describe(explanation)}"
+        return self._view(index, self._shown[index], explanation, caption), explanation
+
+    def _explain_one(
+        self,
+        image: Tensor,
+        method: str,
+        layer: str,
+        target: Any,
+        stale: Callable[[], bool],
+        stream: bool = True,
     ) -> Explanation:
-        """Explain image ``index``; long methods stream partial maps to the browser."""
+        """Explain one image ``(3,H,W)``; long methods stream partial maps to the browser."""
         options = dict(self._options)
         info = method_info(method)
-        if "on_progress" in inspect.signature(info.function).parameters:
+        if stream and "on_progress" in inspect.signature(info.function).parameters:
+            selected = self.selected
 
             def on_progress(done: int, total: int, partial: Explanation | None) -> None:
                 if stale():
                     raise Stale
                 content = {
                     "type": "partial" if partial is not None else "progress",
-                    "index": index,
+                    "index": selected,
                     "progress": done / max(total, 1),
                 }
                 buffers = [wire.encode_heatmap(partial.heatmap[0])] if partial is not None else []
                 self.send(content, buffers)
 
             options["on_progress"] = on_progress
-        kwargs: dict[str, Any] = {"target": self._target, **options}
+        kwargs: dict[str, Any] = {"target": target, **options}
         if info.needs_layer:
             kwargs["layer"] = self._layer_modules.get(layer, layer)
-        return explain(self._model, self._inputs[index : index + 1], method, **kwargs).cpu()
+        return explain(self._model, image[None], method, **kwargs).cpu()
 
-    def _cached_payload(self, index: int, method: str, layer: str) -> dict[str, Any]:
-        """The traits for image ``index`` explained by ``method`` at ``layer`` (computed once)."""
-        key = (index, method, layer)
-        if key not in self._cache:
-            explanation = self._compute(index, method, layer)
-            self._cache[key] = (self._payload(index, explanation), explanation)
-        return self._cache[key][0]
-
-    def _payload(self, index: int, explanation: Explanation) -> dict[str, Any]:
-        """The synced traits that put ``explanation`` of image ``index`` on screen."""
-        rgb = self._shown[index]
+    def _view(
+        self, index: int, rgb: np.ndarray, explanation: Explanation, caption: str
+    ) -> dict[str, Any]:
+        """The synced traits that put ``explanation`` over ``rgb`` ``(H,W,3)`` on screen."""
         channel_bytes, channel_info = wire.encode_channels(
             None if explanation.activations is None else explanation.activations[0],
             None if explanation.weights is None else explanation.weights[0],
         )
         score = None if explanation.scores is None else float(explanation.scores[0])
-        caption = f"{self._captions[index]} · {explanation.method} @ {explanation.layer}"
-        caption += f" · target {explanation.target}"
-        if score is not None:
-            caption += f" = {score:.3g}"
         return {
             "image": wire.encode_image(rgb),
             "heatmap": wire.encode_heatmap(explanation.heatmap[0]),
@@ -331,6 +341,14 @@ class Explorer(anywidget.AnyWidget):
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
         return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _describe(explanation: Explanation) -> str:
+    """``grad-fam @ layer4 · target Embedding() = 12.3``: what a caption says of a map."""
+    text = f"{explanation.method} @ {explanation.layer} · target {explanation.target}"
+    if explanation.scores is not None:
+        text += f" = {float(explanation.scores[0]):.3g}"
+    return text
 
 
 def _default_methods(first: str) -> list[str]:

@@ -40,8 +40,8 @@ TRAITS = (
     "layer",
     "layers",
 )
-#: the traits that change from one explanation to the next
-EXPLANATION_TRAITS = ("image", "heatmap", "view", "channels", "channel_info")
+#: traits only some widgets have (ReIDExplorer's pair view)
+EXTRA_TRAITS = ("pair", "pair_image", "pair_heatmap", "pair_target")
 
 
 def _json_value(value: Any) -> Any:
@@ -61,10 +61,11 @@ def page_payload(widget: Explorer, methods: list[str]) -> dict[str, Any]:
     n = widget.gallery.get("n", 0)
     for method in methods:
         for index in range(n):
-            payload = widget._cached_payload(index, method, widget.layer)
+            payload, _ = widget._explained((index, method, widget.layer, *widget._key(0)[3:]))
             key = f"{method}|{widget.layer}|{index}"
-            explanations[key] = {k: _json_value(payload[k]) for k in EXPLANATION_TRAITS}
-    traits = {name: _json_value(getattr(widget, name)) for name in TRAITS}
+            explanations[key] = {k: _json_value(v) for k, v in payload.items()}
+    names = [*TRAITS, *(n for n in EXTRA_TRAITS if widget.has_trait(n))]
+    traits = {name: _json_value(getattr(widget, name)) for name in names}
     traits["methods"] = list(dict.fromkeys([widget.method, *methods]))
     traits["layers"] = [widget.layer]  # the page holds explanations at this layer only
     if traits["state"] == "computing":
