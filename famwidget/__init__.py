@@ -7,8 +7,19 @@ fw.Explorer(model, images)                              # the widget
 
 from . import targets
 from .api import explain, methods
+from .explainers.deconv import deconvnet
+from .explainers.interpretation import Interpreter
 from .explanation import Explanation
 from .widget import Explorer, ReIDExplorer
 
-__all__ = ["Explanation", "Explorer", "ReIDExplorer", "explain", "methods", "targets"]
+__all__ = [
+    "Explanation",
+    "Explorer",
+    "Interpreter",
+    "ReIDExplorer",
+    "deconvnet",
+    "explain",
+    "methods",
+    "targets",
+]
 __version__ = "0.1.0"
