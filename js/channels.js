@@ -12,7 +12,8 @@ export function decodeChannels(buffer, info) {
     const lo = info.lo[c], scale = info.scale[c];
     for (let j = 0; j < h * w; j++) maps[c * h * w + j] = lo + bytes[c * h * w + j] * scale;
   }
-  return { k, h, w, ids: info.ids, weights: info.weights, maps };
+  const names = info.names && info.names.length === k ? info.names : info.ids.map((i) => `#${i}`);
+  return { k, h, w, ids: info.ids, names, weights: info.weights, maps };
 }
 
 /** Bilinear sample (align_corners=false) of channel c at image pixel (py, px) of an H x W image. */
@@ -36,7 +37,7 @@ export function contributionsAt(ch, py, px, H, W, limit = 8) {
   const rows = [];
   for (let c = 0; c < ch.k; c++) {
     const activation = sampleAt(ch, c, py, px, H, W);
-    rows.push({ index: c, channel: ch.ids[c], weight: ch.weights[c], activation,
+    rows.push({ index: c, channel: ch.ids[c], name: ch.names[c], weight: ch.weights[c], activation,
                 contribution: ch.weights[c] * activation });
   }
   rows.sort((a, b) => b.contribution - a.contribution);
@@ -50,7 +51,7 @@ export function overallContributions(ch, limit = 8) {
     let sum = 0;
     for (let j = 0; j < n; j++) sum += ch.maps[c * n + j];
     const activation = sum / n;
-    rows.push({ index: c, channel: ch.ids[c], weight: ch.weights[c], activation,
+    rows.push({ index: c, channel: ch.ids[c], name: ch.names[c], weight: ch.weights[c], activation,
                 contribution: ch.weights[c] * activation });
   }
   rows.sort((a, b) => b.contribution - a.contribution);

@@ -83,12 +83,12 @@ function render({ model, el }) {
     ui.channels.replaceChildren(...rows.map((r) => {
       const item = h("li", {
         class: "fw-channel", dataset: { channel: r.channel, index: r.index },
-        title: `channel ${r.channel}: weight ${r.weight.toPrecision(3)} x activation ${r.activation.toPrecision(3)}`,
+        title: `channel ${r.name}: weight ${r.weight.toPrecision(3)} x activation ${r.activation.toPrecision(3)}`,
         onmouseenter: () => inspect(r.index, r.channel),
         onmouseleave: () => inspect(null, null),
         onclick: () => pin(r.index, r.channel),
       },
-      h("span", { class: "fw-channel-name" }, `#${r.channel}`),
+      h("span", { class: "fw-channel-name" }, r.name),
       h("span", { class: "fw-bar" }, h("span", { class: r.contribution < 0 ? "fw-neg" : "",
         style: { width: `${Math.round((100 * Math.abs(r.contribution)) / top)}%` } })),
       h("span", { class: "fw-channel-value" }, r.contribution.toPrecision(2)));

@@ -113,3 +113,21 @@ def test_to_html_embeds_state_and_every_explanation(explorer, tmp_path):
     assert heat == bytes(explorer.heatmap)
     with pytest.raises(ValueError, match="not offered"):
         standalone.write_page(explorer, tmp_path / "x.html", ["fixations-nope"])
+
+
+def test_interpretation_method_shows_its_features_as_channels(tiny_embedding):
+    torch.manual_seed(0)
+    x = torch.rand(24, 3, 16, 16)
+    labels = (x[:, 0].mean(dim=(1, 2)) > x[:, 2].mean(dim=(1, 2))).long()
+    interpreter = fw.Interpreter(tiny_embedding, tau=5).fit(x, labels)
+    w = fw.Explorer(tiny_embedding, x[:4], interpreter=interpreter, method="vebi")
+    exp = w.select(1)
+    assert w.methods[-1] == "vebi" and exp.method == "vebi"
+    found = exp.features[0]
+    assert 1 <= len(found) <= 3 and w.channel_info["k"] == 3
+    shown = [n for n in w.channel_info["names"] if n != "-"]
+    assert sorted(shown) == sorted(f"{layer}:{channel}" for layer, channel, _ in found)
+    assert len(w.channels) == 3 * 16 * 16  # the features' maps at image resolution
+    w.close()
+    with pytest.raises(ValueError, match="needs interpreter="):
+        fw.Explorer(tiny_embedding, x[:4], method="vebi")

@@ -56,6 +56,9 @@ class Explorer(anywidget.AnyWidget):
         preprocess: callable turning one raw image into a ``(3,H,W)`` float tensor.
         target: passed to ``fw.explain`` (``None``: each method's default).
         display: optional ``(B,H,W,3)`` uint8 images to show instead of the inputs.
+        methods: the methods the picker offers.
+        interpreter: a fitted ``fw.Interpreter``; adds the method "vebi", whose channels are
+            the three most relevant features of the predicted class.
         **options: passed to ``fw.explain`` (method options).
     """
 
@@ -92,6 +95,7 @@ class Explorer(anywidget.AnyWidget):
         target: Target | Callable | None = None,
         display: np.ndarray | None = None,
         methods: Sequence[str] | None = None,
+        interpreter: Any = None,
         **options: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -105,8 +109,15 @@ class Explorer(anywidget.AnyWidget):
         self._cache: dict[tuple[int, str, str], tuple[dict[str, Any], Explanation]] = {}
         self._explanation: Explanation | None = None
         self._pending: Future | None = None
+        self._interpreter = interpreter
         offered = list(methods) if methods is not None else _default_methods(method)
+        if interpreter is not None and "vebi" not in offered:
+            offered.append("vebi")
         for name in [*offered, method]:
+            if name == "vebi":
+                if interpreter is None:
+                    raise ValueError("method 'vebi' needs interpreter=, a fitted fw.Interpreter")
+                continue
             method_info(name)  # unknown names fail here, with the list of valid ones
         layer_name, self._layer_modules = self._layers(layer)
         captions = _captions(labels, len(tensors))
@@ -252,6 +263,8 @@ class Explorer(anywidget.AnyWidget):
         stream: bool = True,
     ) -> Explanation:
         """Explain one image ``(3,H,W)``; long methods stream partial maps to the browser."""
+        if method == "vebi":  # the interpretation method: its three features are the channels
+            return self._interpreter.explain(image[None]).cpu()
         options = dict(self._options)
         info = method_info(method)
         if stream and "on_progress" in inspect.signature(info.function).parameters:
@@ -278,9 +291,17 @@ class Explorer(anywidget.AnyWidget):
         self, index: int, rgb: np.ndarray, explanation: Explanation, caption: str
     ) -> dict[str, Any]:
         """The synced traits that put ``explanation`` over ``rgb`` ``(H,W,3)`` on screen."""
+        names = ids = None
+        if explanation.features is not None:  # interpretation: named features of several layers
+            found = explanation.features[0]
+            k = 0 if explanation.weights is None else explanation.weights.shape[1]
+            names = [f"{layer}:{channel}" for layer, channel, _ in found] + ["-"] * (k - len(found))
+            ids = [channel for _, channel, _ in found] + [-1] * (k - len(found))
         channel_bytes, channel_info = wire.encode_channels(
             None if explanation.activations is None else explanation.activations[0],
             None if explanation.weights is None else explanation.weights[0],
+            ids=ids,
+            names=names,
         )
         score = None if explanation.scores is None else float(explanation.scores[0])
         return {

@@ -35,20 +35,24 @@ def encode_channels(
     weights: Tensor | None,
     top: int = TOP_CHANNELS,
     ids: list[int] | None = None,
+    names: list[str] | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """The top channels of one image's stack ``(K,h,w)`` with weights ``(K,)``.
 
     Returns the uint8 bytes ``(k,h,w)`` and ``{k, h, w, ids, weights, lo, scale}``: channel
-    ``c`` decodes as ``lo[c] + byte * scale[c]``. ``ids`` names the channels (default 0..K-1).
+    ``c`` decodes as ``lo[c] + byte * scale[c]``. ``ids`` numbers the channels (default
+    0..K-1); ``names``, if given, labels them (e.g. "layer3:17" for the interpretation method).
     """
     if activations is None or weights is None:
-        return b"", {"k": 0, "h": 0, "w": 0, "ids": [], "weights": [], "lo": [], "scale": []}
+        empty: dict[str, Any] = {"k": 0, "h": 0, "w": 0, "ids": [], "weights": [], "lo": []}
+        return b"", {**empty, "scale": [], "names": []}
     a = activations.detach().float().cpu()
     w = weights.detach().float().cpu()
     k_all = a.shape[0]
     rank = (w.abs() * a.mean(dim=(1, 2)).abs()).argsort(descending=True)[: min(top, k_all)]
     a, w = a[rank], w[rank]
-    names = rank.tolist() if ids is None else [ids[i] for i in rank.tolist()]
+    order = rank.tolist()
+    numbers = order if ids is None else [ids[i] for i in order]
     lo = a.amin(dim=(1, 2))
     scale = (a.amax(dim=(1, 2)) - lo) / 255
     q = ((a - lo[:, None, None]) / scale.clamp_min(1e-12)[:, None, None] + 0.5).clamp(0, 255)
@@ -56,7 +60,8 @@ def encode_channels(
         "k": int(a.shape[0]),
         "h": int(a.shape[1]),
         "w": int(a.shape[2]),
-        "ids": [int(i) for i in names],
+        "ids": [int(i) for i in numbers],
+        "names": [f"#{i}" for i in numbers] if names is None else [names[i] for i in order],
         "weights": [float(v) for v in w],
         "lo": [float(v) for v in lo],
         "scale": [float(v) for v in scale],
