@@ -1,4 +1,4 @@
-"""``famwidget demo | bench | export``: the command line.
+"""``famwidget demo | export | bench``: the command line.
 
 ``famwidget demo`` explains a gallery with a shipped model and writes a standalone page that works
 offline; ``famwidget bench`` runs the benchmark harness (``famwidget.bench``).
@@ -45,11 +45,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo.add_argument("--out", type=pathlib.Path, default=pathlib.Path("demo-output"))
     p_demo.add_argument("--method", default="grad-fam")
     p_demo.add_argument("-n", type=int, default=12, help="gallery size")
+    p_export = commands.add_parser(
+        "export", help="an executed notebook as HTML whose widgets work offline"
+    )
+    p_export.add_argument("notebook", type=pathlib.Path)
+    p_export.add_argument("-o", "--out", type=pathlib.Path, default=None)
     p_bench = commands.add_parser("bench", help="run the benchmarks (see famwidget.bench)")
     p_bench.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.out, args.method, args.n)
+    elif args.command == "export":
+        from .widget.export import export_notebook
+
+        print(f"wrote {export_notebook(args.notebook, args.out)}")
     elif args.command == "bench":
         from .bench.__main__ import main as bench_main
 

@@ -264,9 +264,7 @@ def interp_matrix(size: int, cells: int) -> np.ndarray:
     return m
 
 
-def wave(
-    h: int, w: int, freq: np.ndarray, angle: np.ndarray, phase: np.ndarray
-) -> np.ndarray:
+def wave(h: int, w: int, freq: np.ndarray, angle: np.ndarray, phase: np.ndarray) -> np.ndarray:
     """Plane sinusoid ``sin(freq * (x cos a + y sin a) + phase)``, float32 ``(N, H, W)``.
 
     ``freq`` in radians per pixel. Uses ``sin(p + q) = sin p cos q + cos p sin q`` so that

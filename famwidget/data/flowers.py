@@ -181,8 +181,9 @@ def _sample(rng: np.random.Generator, labels: np.ndarray, variant: str, size: in
     # --- colours -----------------------------------------------------------------------
     if variant == "single":
         hue = np.array(list(PETAL_HUES_SINGLE.values()))[labels]
-        centre_rgb = _sample_centre(rng, rng.integers(0, len(CENTRE_DISTRACTORS), n),
-                                    CENTRE_DISTRACTORS)
+        centre_rgb = _sample_centre(
+            rng, rng.integers(0, len(CENTRE_DISTRACTORS), n), CENTRE_DISTRACTORS
+        )
     else:
         hue = np.array(list(PETAL_HUES_DOUBLE.values()))[labels // len(CENTRE_DOUBLE)]
         centre_rgb = _sample_centre(rng, labels % len(CENTRE_DOUBLE), CENTRE_DOUBLE)
@@ -216,8 +217,9 @@ def _sample(rng: np.random.Generator, labels: np.ndarray, variant: str, size: in
     p["blob_y"] = u(0, S, (n, n_blobs))
     p["blob_x"] = u(0, S, (n, n_blobs))
     p["blob_angle"] = u(0, np.pi, (n, n_blobs))
-    p["blob_rgb"] = _hsv(u(0, 360, (n, n_blobs)), u(0.05, 0.55, (n, n_blobs)),
-                         u(0.2, 0.95, (n, n_blobs)))
+    p["blob_rgb"] = _hsv(
+        u(0, 360, (n, n_blobs)), u(0.05, 0.55, (n, n_blobs)), u(0.2, 0.95, (n, n_blobs))
+    )
     p["grain_amp"] = np.where(rng.random(n) < 0.5, u(0.05, 0.2), 0).astype(F32)
 
     # --- flower geometry -----------------------------------------------------------------
@@ -267,8 +269,11 @@ def _sample(rng: np.random.Generator, labels: np.ndarray, variant: str, size: in
         la = stem_angle + np.pi - side * u(0.6, 1.2)
         long = u(0.11, 0.19) * S * (i < n_leaves)
         short = long * u(0.3, 0.42)
-        leaf.append(np.stack([ay + 0.9 * long * np.sin(la), ax + 0.9 * long * np.cos(la),
-                              short, long, la]).T)
+        leaf.append(
+            np.stack(
+                [ay + 0.9 * long * np.sin(la), ax + 0.9 * long * np.cos(la), short, long, la]
+            ).T
+        )
     p["leaves"] = np.stack(leaf, 1).astype(F32)  # (n, 2, 5): cy, cx, ry, rx, angle
 
     # --- lighting ------------------------------------------------------------------------
@@ -306,9 +311,15 @@ def _render(rng: np.random.Generator, p: dict, size: int, flat: bool):
     for j in range(n_blobs):
         if flat or not np.any(p["blob_r"][:, j] > 0):
             continue
-        blob = dr.ellipse(H, W, p["blob_y"][:, j], p["blob_x"][:, j],
-                          p["blob_r"][:, j] * p["blob_ratio"][:, j], p["blob_r"][:, j],
-                          p["blob_angle"][:, j])
+        blob = dr.ellipse(
+            H,
+            W,
+            p["blob_y"][:, j],
+            p["blob_x"][:, j],
+            p["blob_r"][:, j] * p["blob_ratio"][:, j],
+            p["blob_r"][:, j],
+            p["blob_angle"][:, j],
+        )
         dr.paint(pid, blob, BLOB0 + j)
     y0, x0, y1, x1 = p["stem"].T
     cover = dr.band(H, W, y0, x0, y1, x1, p["stem_hw"], p["stem_bend"])
@@ -323,8 +334,15 @@ def _render(rng: np.random.Generator, p: dict, size: int, flat: bool):
     for j in range(MAX_PETALS):
         if not np.any(p["petal_a"][:, j] > 0):
             continue
-        cover |= dr.ellipse(H, W, p["petal_y"][:, j], p["petal_x"][:, j], p["petal_b"][:, j],
-                            p["petal_a"][:, j], p["petal_angle"][:, j])
+        cover |= dr.ellipse(
+            H,
+            W,
+            p["petal_y"][:, j],
+            p["petal_x"][:, j],
+            p["petal_b"][:, j],
+            p["petal_a"][:, j],
+            p["petal_angle"][:, j],
+        )
     full["petals"] = cover
     dr.paint(pid, cover, PETALS)
     r = p["centre_r"]
@@ -395,8 +413,9 @@ def _background_modulation(rng: np.random.Generator, p: dict, H: int, W: int) ->
     mod *= F32(0.35)
     mod += F32(1.0)
     if np.any(p["stripe_amp"] > 0):
-        mod += dr.col(p["stripe_amp"]) * dr.wave(H, W, p["stripe_freq"], p["stripe_angle"],
-                                                p["stripe_phase"])
+        mod += dr.col(p["stripe_amp"]) * dr.wave(
+            H, W, p["stripe_freq"], p["stripe_angle"], p["stripe_phase"]
+        )
     if np.any(p["grain_amp"] > 0):
         g = dr.smooth_field(rng, n, H, W, max(4, H // 5))
         g -= F32(0.5)
