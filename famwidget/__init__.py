@@ -5,7 +5,7 @@ exp = fw.explain(model, images, method="grad-fam")     # an Explanation
 fw.Explorer(model, images)                              # the widget
 """
 
-from . import targets
+from . import data, targets, zoo
 from .api import explain, methods
 from .explainers.deconv import deconvnet
 from .explainers.interpretation import Interpreter
@@ -17,9 +17,11 @@ __all__ = [
     "Explorer",
     "Interpreter",
     "ReIDExplorer",
+    "data",
     "deconvnet",
     "explain",
     "methods",
     "targets",
+    "zoo",
 ]
 __version__ = "0.1.0"

@@ -13,26 +13,45 @@ import time
 from collections.abc import Sequence
 
 
-def demo(out: pathlib.Path, method: str, n: int) -> pathlib.Path:
-    """Explain the demo gallery with ``method`` and write ``out/famwidget-demo.html``."""
-    from .demo import demo_gallery
-    from .widget import Explorer
+def demo(out: pathlib.Path, method: str, n: int, photos: bool = False) -> pathlib.Path:
+    """Explain the demo gallery with ``method`` and write ``out/famwidget-demo.html``.
+
+    The default is the re-identification case the FAM paper is about: the shipped ``reid_net``,
+    a query of an unseen identity and a gallery ranked by similarity, every result explained.
+    ``photos=True`` explains real photos with an untrained ResNet-18 instead.
+    """
+    from .api import methods
+    from .widget import Explorer, ReIDExplorer
 
     start = time.perf_counter()
-    gallery = demo_gallery(n)
-    print(f"model: {gallery.description}")
-    explorer = Explorer(
-        gallery.model,
-        gallery.images,
-        labels=gallery.labels,
-        method=method,
-        display=gallery.display,
-    )
-    explorer.select(0)
-    path = explorer.to_html(out / "famwidget-demo.html", methods=[method], note=gallery.description)
-    explorer.close()
+    if photos:
+        from .demo import demo_gallery
+
+        g = demo_gallery(n)
+        widget = Explorer(g.model, g.images, labels=g.labels, method=method, display=g.display)
+        description = g.description
+    else:
+        from .demo import reid_demo
+
+        r = reid_demo(n)
+        widget = ReIDExplorer(
+            r.model,
+            r.query,
+            r.gallery,
+            query_id=r.query_id,
+            gallery_ids=r.ids,
+            display=r.display,
+            query_display=r.query_display,
+            method=method,
+        )
+        description = r.description
+    print(f"model: {description}")
+    exported = [m for m in (method, "score-fam") if m in methods()]
+    widget.select(0)
+    path = widget.to_html(out / "famwidget-demo.html", methods=exported, note=description)
+    widget.close()
     seconds = time.perf_counter() - start
-    print(f"explained {len(gallery.labels)} images with {method} in {seconds:.1f} s")
+    print(f"explained {widget.gallery['n']} images with {', '.join(exported)} in {seconds:.1f} s")
     print(f"wrote {path.resolve()}  (open it in a browser: it needs no kernel and no network)")
     print("notebooks: .venv/bin/jupyter lab notebooks/   (start with quickstart.ipynb)")
     return path
@@ -45,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo.add_argument("--out", type=pathlib.Path, default=pathlib.Path("demo-output"))
     p_demo.add_argument("--method", default="grad-fam")
     p_demo.add_argument("-n", type=int, default=12, help="gallery size")
+    p_demo.add_argument("--photos", action="store_true", help="real photos, untrained ResNet-18")
     p_export = commands.add_parser(
         "export", help="an executed notebook as HTML whose widgets work offline"
     )
@@ -54,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_bench.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.command == "demo":
-        demo(args.out, args.method, args.n)
+        demo(args.out, args.method, args.n, args.photos)
     elif args.command == "export":
         from .widget.export import export_notebook
 

@@ -58,6 +58,51 @@ def _square(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(crop.resize((size, size), Image.BILINEAR))
 
 
+@dataclass(frozen=True)
+class ReIDDemo:
+    """A query, a gallery with identities, and the shipped re-ID net (for ``fw.ReIDExplorer``)."""
+
+    model: nn.Module
+    query: torch.Tensor  # (3,H,W)
+    query_display: np.ndarray  # (H,W,3) uint8
+    query_id: int
+    gallery: torch.Tensor  # (N,3,H,W)
+    display: np.ndarray  # (N,H,W,3) uint8
+    ids: list[int]
+    description: str
+
+
+def reid_demo(n: int = 12, query: int = 0) -> ReIDDemo:
+    """Pedestrians of identities the re-ID net never saw: a query and a mixed gallery.
+
+    The gallery holds every other image of the query's identity (other cameras and poses) and
+    fills up with images of other identities; the Explorer ranks it by cosine similarity.
+    """
+    from .zoo import heldout, reid_net
+
+    model = reid_net()
+    test = heldout.person_split(train=False)
+    q_id = int(np.unique(test.ids)[query])
+    same = np.flatnonzero(test.ids == q_id)
+    others = np.flatnonzero(test.ids != q_id)
+    rng = np.random.default_rng(query)
+    matches = same[1 : 1 + max(1, n // 3)]
+    fill = rng.choice(others, size=n - len(matches), replace=False)
+    chosen = np.concatenate([matches, fill])
+    x = model.preprocess.batch(test.images)
+    return ReIDDemo(
+        model,
+        x[same[0]],
+        test.images[same[0]],
+        q_id,
+        x[chosen],
+        test.images[chosen],
+        test.ids[chosen].tolist(),
+        "reid_net (trained by famwidget on synthetic pedestrians) explaining why gallery images "
+        "match a query of an identity it never saw in training",
+    )
+
+
 def demo_gallery(n: int = 12) -> DemoGallery:
-    """The default gallery: the shipped re-ID model on synthetic pedestrians when available."""
+    """Real photos with an untrained ResNet-18 (the classifier-free photo gallery)."""
     return photo_gallery(n)

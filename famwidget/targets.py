@@ -45,6 +45,11 @@ def feature_vector(output: object, key: OutputKey = None) -> Tensor:
         output = output[index]
     if not isinstance(output, Tensor):
         raise TypeError(f"the model output is {type(output).__name__}; a tensor is needed")
+    if output.dim() == 0:
+        raise ValueError(
+            "the model output (or its selected element) is a single number, not a feature batch "
+            "(B,D) or (B,C,h,w); pass output_key= to pick the feature element"
+        )
     if output.dim() == 4:
         return output.mean(dim=(2, 3))
     if output.dim() == 2:
@@ -68,7 +73,9 @@ class Bound:
         self.key = key
 
     def features(self, output: object) -> Tensor:
-        return feature_vector(output, self.key).float()
+        """The feature vector ``(B,D)``, upcast to float32 (float64 stays float64)."""
+        f = feature_vector(output, self.key)
+        return f.to(torch.promote_types(f.dtype, torch.float32))
 
     def scalar(self, output: object) -> Tensor:
         raise NotImplementedError
@@ -196,13 +203,15 @@ class _SimilarityBound(Bound):
 class Similarity(Target):
     """``cos(f(x), reference)``: why an image matches another (query vs gallery).
 
-    ``reference`` is an embedding ``(D,)`` shared by the batch, or ``(B,D)`` one per image.
+    ``reference`` is an embedding ``(D,)`` shared by the batch, or ``(B,D)`` one per image;
+    ``name`` says what it is in captions (``Similarity(query)``).
     """
 
-    def __init__(self, reference: Tensor) -> None:
+    def __init__(self, reference: Tensor, name: str | None = None) -> None:
         if not isinstance(reference, Tensor):
             raise TypeError("Similarity(reference) needs a tensor embedding (D,) or (B,D)")
         self.reference = reference.detach()
+        self.name = name
 
     def bind(self, output: object, key: OutputKey = None) -> Bound:
         f = feature_vector(output, key)
@@ -217,7 +226,7 @@ class Similarity(Target):
         return _SimilarityBound(ref.expand(f.shape[0], -1).to(f.device), key)
 
     def __repr__(self) -> str:
-        return f"Similarity(<{tuple(self.reference.shape)}>)"
+        return f"Similarity({self.name or f'<{tuple(self.reference.shape)}>'})"
 
 
 class _DimensionBound(Bound):

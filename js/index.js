@@ -57,12 +57,14 @@ function render({ model, el }) {
     const table = lut(get("colormap", "jet"));
     const pixels = blend(rgb, currentHeat(), get("alpha", 0.5), table, get("threshold", 0));
     ui.view.width = W; ui.view.height = H;
+    fitCanvas(ui.view, H, W);
     ui.view.getContext("2d").putImageData(new ImageData(pixels, W, H), 0, 0);
-    if (get("side_by_side", false)) drawRGB(ui.side, rgb, H, W);
+    if (get("side_by_side", false)) { drawRGB(ui.side, rgb, H, W); fitCanvas(ui.side, H, W); }
     if (local.pair) {
       const p = local.pair;
       const pairPixels = blend(p.rgb, p.heat, get("alpha", 0.5), table, get("threshold", 0));
       ui.pairView.width = p.w; ui.pairView.height = p.h;
+      fitCanvas(ui.pairView, p.h, p.w);
       ui.pairView.getContext("2d").putImageData(new ImageData(pairPixels, p.w, p.h), 0, 0);
     }
     drawPoint();
@@ -207,6 +209,13 @@ function render({ model, el }) {
   loadView();
   syncState();
   return () => { for (const [events, fn] of handlers) model.off(events, fn); };
+}
+
+/** Show a canvas at a readable size: its longer side `box` CSS pixels, aspect kept. */
+function fitCanvas(canvas, H, W, box = 300) {
+  const scale = box / Math.max(H, W, 1);
+  canvas.style.width = `${Math.round(W * scale)}px`;
+  canvas.style.height = `${Math.round(H * scale)}px`;
 }
 
 /** The other image of a pair (ReIDExplorer: the query), or null. */

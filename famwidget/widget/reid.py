@@ -103,8 +103,8 @@ class ReIDExplorer(Explorer):
     def _build(self, key: tuple, stale: Callable[[], bool]) -> tuple[dict[str, Any], Explanation]:
         index, method, layer, pair_target = key
         if pair_target == "similarity":
-            result_target = Similarity(self._query_feature)
-            query_target = Similarity(self._gallery_features[index])
+            result_target = Similarity(self._query_feature, name="query")
+            query_target = Similarity(self._gallery_features[index], name=f"result {index + 1}")
         else:
             result_target = query_target = Embedding()
         result = self._explain_one(self._inputs[index], method, layer, result_target, stale)
