@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"wrote {export_notebook(args.notebook, args.out)}")
     elif args.command == "bench":
-        from .bench.__main__ import main as bench_main
+        from .bench import main as bench_main
 
         return bench_main(args.rest)
     return 0

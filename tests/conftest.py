@@ -4,25 +4,12 @@ from __future__ import annotations
 
 import pathlib
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 import torch
 from torch import nn
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-]
+from famwidget.bench.jupyter import CHROMIUM_ARGS, jupyterlab
 
 
 class TinyEmbedding(nn.Module):
@@ -79,51 +66,16 @@ def screenshots() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
-def jupyter_server(tmp_path_factory):
-    """A JupyterLab server (it also serves Notebook 7) over a copy of notebooks/."""
+def jupyter_root(tmp_path_factory) -> pathlib.Path:
+    """The server's folder: a copy of notebooks/ (tests may add notebooks of their own)."""
     root = tmp_path_factory.mktemp("jupyter-root")
     for nb in (pathlib.Path(__file__).parent.parent / "notebooks").glob("*.ipynb"):
         shutil.copy(nb, root / nb.name)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(root / "jupyter.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            "--no-browser",
-            "--allow-root",
-            "--ServerApp.token=",
-            "--ServerApp.password=",
-            f"--port={port}",
-            "--ip=127.0.0.1",
-            f"--ServerApp.root_dir={root}",
-            "--LabApp.news_url=None",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=root,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/api/status", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"JupyterLab did not start:\n{(root / 'jupyter.log').read_text()[-3000:]}")
-        time.sleep(0.5)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    return root
+
+
+@pytest.fixture(scope="session")
+def jupyter_server(jupyter_root):
+    """A JupyterLab server (it also serves Notebook 7) over ``jupyter_root``."""
+    with jupyterlab(jupyter_root) as url:
+        yield url

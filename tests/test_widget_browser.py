@@ -6,21 +6,9 @@ import pytest
 from browser import READY, check_blend_and_hover, click_thumb_and_wait
 from playwright.sync_api import Page
 
+from famwidget.bench.jupyter import run_all, wait_for_kernel
+
 pytestmark = pytest.mark.browser
-
-
-def wait_for_kernel(page: Page) -> None:
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('.jp-Toolbar-kernelName')]"
-        ".some(e => /Python/.test(e.textContent))",
-        timeout=120_000,
-    )
-
-
-def run_all(page: Page) -> None:
-    page.click("text=Run >> nth=0")
-    page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
 
 
 @pytest.mark.parametrize("frontend", ["lab", "notebooks"])

@@ -1,0 +1,72 @@
+"""A JupyterLab server on loopback for the browser benchmark and the browser tests."""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+]  # fmt: skip
+
+
+@contextlib.contextmanager
+def jupyterlab(root: pathlib.Path, timeout: float = 120) -> Iterator[str]:
+    """Start JupyterLab (it also serves Notebook 7) over ``root``; yields its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log_path = root / "jupyter.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+             "--ServerApp.token=", "--ServerApp.password=", f"--port={port}", "--ip=127.0.0.1",
+             f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
+             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=root,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + timeout
+            while not _answers(f"{url}/api/status"):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"JupyterLab did not start:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def wait_for_kernel(page, timeout: float = 120_000) -> None:
+    """Wait until the notebook's kernel is started and idle (the indicator alone is not enough)."""
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-Toolbar-kernelName')]"
+        ".some(e => /Python/.test(e.textContent))",
+        timeout=timeout,
+    )
+
+
+def run_all(page) -> None:
+    """Run every cell, through the Run menu."""
+    page.click("text=Run >> nth=0")
+    page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
