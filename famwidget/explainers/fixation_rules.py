@@ -1,0 +1,794 @@
+"""The per-operation rules of CNN Fixations: how fixations move from an op's output to its inputs.
+
+A set of fixations at a graph node is an int64 tensor ``(N, r+1)`` for a node whose value has
+``r`` dims: the full index ``(b, i_1, ..., i_{r-1})`` into the node's output (``(b, c, y, x)``
+for a feature map, ``(b, j)`` for a vector) and a last column ``s`` in {-1, +1}, the sign of the
+value being explained ("why is this value large" for +1, "why is it so negative" for -1; +1
+everywhere in ReLU networks). A rule turns the fixations of one node into fixations of the
+nodes that fed it, all points of a node at once, with tensor ops (gathers, argmax), never a
+Python loop over points.
+
+Rules (seed 002, docs/methods.md):
+
+===============================  ==========================================================
+op                               rule
+===============================  ==========================================================
+Linear on a vector               every input ``j`` with ``s * a_j * W[i, j] > 0``
+Linear fed by a flattened map    only the largest ``s * a_j * W[i, j]`` (then unflattened)
+Conv2d (any stride, padding,     channel: argmax over the input channels of its group of
+dilation, groups)                ``s * sum_window(window * W[c])``; position: ``loc``
+                                 ("center": the window centre; "argmax": the largest
+                                 contribution inside the window, padding excluded)
+MaxPool2d, AdaptiveMaxPool2d     the switch (argmax in the window, padding = -inf)
+AvgPool2d, AdaptiveAvgPool2d,    the argmax of ``s * input`` inside the pooling window
+mean / sum over dims             (the whole map for a global pool)
+add / sub                        the summand with the larger ``s * value`` at the point
+cat                              the input that holds the channel (offset subtracted)
+activations, norms, dropout,     pass through; flatten/view/reshape re-index; a negative
+identity, views, x * number      scale flips ``s``
+===============================  ==========================================================
+
+The inputs of every rule are the values the op saw in the recorded forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+
+Points = Tensor
+"""``(N, r+1)`` int64: the index into an ``r``-dim node value, then the sign column."""
+Routed = list[tuple[fx.Node, Points]]
+
+CHUNK_ELEMENTS = 1 << 23
+"""Most elements in one temporary (points x window) tensor; larger point sets are chunked."""
+
+
+@dataclass
+class Walk:
+    """What the rules read while walking back: the recorded forward pass of one batch.
+
+    Attributes:
+        module: the traced model.
+        records: for each node whose rule needs values, the ``(args, kwargs)`` the op was
+            called with (tensors as they were at that moment).
+        shapes: the output shape of every node that produced a tensor.
+        active: the nodes whose value depends on the input images.
+        loc: "center" or "argmax", the position rule of convolutions.
+    """
+
+    module: fx.GraphModule
+    records: dict[fx.Node, tuple[tuple, dict]]
+    shapes: dict[fx.Node, torch.Size]
+    active: set[fx.Node]
+    loc: str = "argmax"
+
+    def arg(self, node: fx.Node, index: int, name: str, default: Any = None) -> Any:
+        """The recorded value of argument ``index`` (positional) or ``name`` (keyword)."""
+        args, kwargs = self.records[node]
+        if len(args) > index:
+            return args[index]
+        return kwargs.get(name, default)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one kind of op routes fixations: ``apply(walk, node, points) -> [(input node, points)]``.
+
+    ``sources(node, active)`` lists the input nodes that may receive points (checked before
+    running anything, so an unsupported op on the way fails early); ``needs_values`` says
+    whether the forward pass must keep the op's inputs; ``distinct`` that distinct points
+    always move to distinct points (no deduplication needed after it).
+    """
+
+    name: str
+    apply: Callable[[Walk, fx.Node, Points], Routed]
+    sources: Callable[[fx.Node, set[fx.Node]], list[fx.Node]]
+    needs_values: bool = False
+    distinct: bool = False
+
+
+# ----------------------------------------------------------------------------- index helpers
+
+
+def ravel(coords: Tensor, shape: Sequence[int]) -> Tensor:
+    """Row-major flat index ``(N,)`` of ``coords`` ``(N, len(shape))`` in ``shape``."""
+    flat = torch.zeros(coords.shape[0], dtype=torch.long, device=coords.device)
+    for d, size in enumerate(shape):
+        flat = flat * int(size) + coords[:, d]
+    return flat
+
+
+def unravel(flat: Tensor, shape: Sequence[int]) -> Tensor:
+    """Inverse of :func:`ravel`: ``(N,)`` → ``(N, len(shape))``."""
+    cols = []
+    for size in reversed(list(shape)):
+        cols.append(flat % int(size))
+        flat = flat // int(size)
+    return torch.stack(cols[::-1], dim=1) if cols else flat.new_zeros(flat.shape[0], 0)
+
+
+def dedupe(points: Points, shape: Sequence[int]) -> Points:
+    """The distinct rows of ``points`` for a node of ``shape`` (one sort of int64 keys)."""
+    if points.shape[0] <= 1:
+        return points
+    keys = ravel(points[:, :-1], shape) * 2 + (points[:, -1] > 0).long()
+    keys, order = keys.sort()
+    first = torch.ones_like(keys, dtype=torch.bool)
+    first[1:] = keys[1:] != keys[:-1]
+    return points[order[first]]
+
+
+def sign_of(values: Tensor) -> Tensor:
+    """``(N,)`` int64 in {-1, +1} (zero counts as +1)."""
+    return torch.where(values < 0, -1, 1).long()
+
+
+def chunks(n: int, per_point: int) -> list[slice]:
+    """Slices of ``range(n)`` whose temporaries stay under :data:`CHUNK_ELEMENTS` elements."""
+    step = max(1, CHUNK_ELEMENTS // max(1, per_point))
+    return [slice(i, min(n, i + step)) for i in range(0, n, step)]
+
+
+def with_sign(coords: Tensor, sign: Tensor) -> Points:
+    return torch.cat([coords, sign[:, None]], dim=1)
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def first_source(node: fx.Node, active: set[fx.Node]) -> list[fx.Node]:
+    """The op's first (or ``input=``) argument, if it depends on the images."""
+    first = node.args[0] if node.args else node.kwargs.get("input")
+    return [first] if isinstance(first, fx.Node) and first in active else []
+
+
+def _operands(node: fx.Node) -> list[Any]:
+    args = list(node.args[:2])
+    if len(args) < 2:
+        args.append(node.kwargs.get("other"))
+    return args
+
+
+def operand_sources(node: fx.Node, active: set[fx.Node]) -> list[fx.Node]:
+    """Both operands of a binary op that depend on the images."""
+    return [a for a in _operands(node) if isinstance(a, fx.Node) and a in active]
+
+
+def _cat_inputs(node: fx.Node) -> Sequence[Any]:
+    return node.args[0] if node.args else node.kwargs["tensors"]
+
+
+def cat_sources(node: fx.Node, active: set[fx.Node]) -> list[fx.Node]:
+    return [a for a in _cat_inputs(node) if isinstance(a, fx.Node) and a in active]
+
+
+# ----------------------------------------------------------------------------- index-only rules
+
+
+def pass_through(walk: Walk, node: fx.Node, points: Points) -> Routed:
+    """Elementwise ops: same index on the input (shapes must match: no broadcasting)."""
+    (src,) = first_source(node, walk.active) or [None]
+    if src is None:
+        return []
+    if walk.shapes[src] != walk.shapes[node]:
+        raise ValueError(
+            f"CNN Fixations: {describe(walk.module, node)} changes the shape "
+            f"{tuple(walk.shapes[src])} -> {tuple(walk.shapes[node])}; no rule for that"
+        )
+    return [(src, points)]
+
+
+def scale(walk: Walk, node: fx.Node, points: Points) -> Routed:
+    """``x * number``, ``number * x``, ``x / number``, ``-x``: same index on the tensor operand;
+    a negative factor flips the sign."""
+    if node.target in NEGATIONS:
+        factor, sources = -1.0, first_source(node, walk.active)
+    else:
+        factor = next(a for a in _operands(node) if _is_number(a))
+        sources = operand_sources(node, walk.active)
+    if not sources:
+        return []
+    if walk.shapes[sources[0]] != walk.shapes[node]:
+        raise ValueError(f"CNN Fixations: {describe(walk.module, node)} broadcasts; no rule")
+    if factor < 0:
+        points = torch.cat([points[:, :-1], -points[:, -1:]], dim=1)
+    return [(sources[0], points)]
+
+
+def scale_sources(node: fx.Node, active: set[fx.Node]) -> list[fx.Node]:
+    if node.target in NEGATIONS:
+        return first_source(node, active)
+    return operand_sources(node, active)
+
+
+def view(walk: Walk, node: fx.Node, points: Points) -> Routed:
+    """flatten / view / reshape / squeeze: re-index through the row-major order of each image."""
+    (src,) = first_source(node, walk.active) or [None]
+    if src is None:
+        return []
+    before, after = walk.shapes[src], walk.shapes[node]
+    if not before or not after or before[0] != after[0]:
+        raise ValueError(
+            f"CNN Fixations: {describe(walk.module, node)} reshapes {tuple(before)} -> "
+            f"{tuple(after)} across the batch dimension; only per-image reshapes are supported"
+        )
+    flat = ravel(points[:, 1:-1], after[1:])
+    coords = torch.cat([points[:, :1], unravel(flat, before[1:])], dim=1)
+    return [(src, with_sign(coords, points[:, -1]))]
+
+
+def cat(walk: Walk, node: fx.Node, points: Points) -> Routed:
+    """Concatenation: each point goes to the input holding its index along ``dim``."""
+    inputs = _cat_inputs(node)
+    rank = len(walk.shapes[node])
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    dim = dim % rank
+    if dim == 0:
+        raise ValueError(f"CNN Fixations: {describe(walk.module, node)} concatenates images")
+    sizes = [int(walk.shapes[a][dim]) if isinstance(a, fx.Node) else a.shape[dim] for a in inputs]
+    ends = torch.tensor(sizes, device=points.device).cumsum(0)
+    piece = torch.bucketize(points[:, dim].contiguous(), ends, right=True)
+    routed: Routed = []
+    for k, src in enumerate(inputs):
+        if not (isinstance(src, fx.Node) and src in walk.active):
+            continue
+        mine = points[piece == k]
+        if mine.shape[0]:
+            mine = mine.clone()
+            mine[:, dim] -= int(ends[k]) - sizes[k]
+            routed.append((src, mine))
+    return routed
+
+
+# ----------------------------------------------------------------------------- value rules
+
+
+def add(walk: Walk, node: fx.Node, points: Points) -> Routed:
+    """``a + b`` (``a - b``): follow the summand with the larger ``s * value`` at each point."""
+    operands = _operands(node)
+    args, kwargs = walk.records[node]
+    values = [args[i] if i < len(args) else kwargs.get("other") for i in range(2)]
+    factors = [1.0, -1.0 if node.target in SUBTRACTIONS else 1.0]
+    factors[1] *= float(kwargs.get("alpha", 1.0))
+    s = points[:, -1].float()
+    candidates = []
+    for operand, value, factor in zip(operands, values, factors, strict=True):
+        if isinstance(operand, fx.Node) and operand in walk.active:
+            coords = broadcast_index(walk, node, operand, points)
+            contribution = value[tuple(coords.T)].float() * factor * s
+            candidates.append((operand, coords, contribution, value))
+    if not candidates:
+        return []
+    if len(candidates) == 1:
+        operand, coords, _, value = candidates[0]
+        return [(operand, with_sign(coords, sign_of(value[tuple(coords.T)])))]
+    first = candidates[0][2] >= candidates[1][2]
+    routed: Routed = []
+    for (operand, coords, _, value), pick in zip(candidates, (first, ~first), strict=True):
+        chosen = coords[pick]
+        if chosen.shape[0]:
+            routed.append((operand, with_sign(chosen, sign_of(value[tuple(chosen.T)]))))
+    return routed
+
+
+def broadcast_index(walk: Walk, node: fx.Node, operand: fx.Node, points: Points) -> Tensor:
+    """The index ``(N, r_operand)`` into ``operand`` that the output index ``points`` reads."""
+    out_shape, shape = walk.shapes[node], walk.shapes[operand]
+    lead = len(out_shape) - len(shape)
+    if lead != 0 or shape[0] != out_shape[0]:
+        raise ValueError(
+            f"CNN Fixations: {describe(walk.module, node)} broadcasts {tuple(shape)} over the "
+            f"batch of {tuple(out_shape)}; only per-image operands are supported"
+        )
+    coords = points[:, :-1].clone()
+    for d, size in enumerate(shape):
+        if size == 1:
+            coords[:, d] = 0
+    return coords
+
+
+def linear(walk: Walk, node: fx.Node, points: Points) -> Routed:
+    """Linear: all positive contributors on a vector, the single largest one on a flattened map."""
+    src = first_source(node, walk.active)[0]
+    x = walk.arg(node, 0, "input")
+    if node.op == "call_module":
+        weight = walk.module.get_submodule(node.target).weight
+    else:
+        weight = walk.arg(node, 1, "weight")
+    rows = x.reshape(-1, x.shape[-1])  # (R, in): one input vector per row
+    row = ravel(points[:, :-2], x.shape[:-1])
+    out_i, sign = points[:, -2], points[:, -1]
+    if fed_by_map(walk, node):
+        kept_row, j = row, largest_contributors(rows, weight, row, out_i, sign)
+    else:
+        kept_row, j = positive_contributors(rows, weight, row, out_i, sign)
+    coords = torch.cat([unravel(kept_row, x.shape[:-1]), j[:, None]], dim=1)
+    return [(src, with_sign(coords, sign_of(rows[kept_row, j])))]
+
+
+def positive_contributors(
+    rows: Tensor, weight: Tensor, row: Tensor, out_i: Tensor, sign: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Every ``(r, j)`` with ``s * rows[r, j] * W[i, j] > 0`` for some point ``(r, i, s)``.
+
+    A point wants ``x_j > 0`` where ``s * W[i, j] > 0`` and ``x_j < 0`` where it is < 0, so
+    per row the wishes are two products of point indicators ``(R, out)`` with the sign
+    patterns of ``W`` ``(out, in)``: the cost of one forward pass of the layer, whatever the
+    number of points.
+    """
+    up, down = (weight > 0).float(), (weight < 0).float()
+    wants_up = torch.zeros(rows.shape[0], weight.shape[1], device=rows.device)
+    wants_down = torch.zeros_like(wants_up)
+    for s, towards, away in ((1, up, down), (-1, down, up)):
+        mine = sign == s
+        if bool(mine.any()):
+            chosen = torch.zeros(rows.shape[0], weight.shape[0], device=rows.device)
+            chosen[row[mine], out_i[mine]] = 1.0
+            wants_up += chosen @ towards
+            wants_down += chosen @ away
+    keep = ((rows > 0) & (wants_up > 0)) | ((rows < 0) & (wants_down > 0))
+    return keep.nonzero(as_tuple=True)
+
+
+def largest_contributors(
+    rows: Tensor, weight: Tensor, row: Tensor, out_i: Tensor, sign: Tensor
+) -> Tensor:
+    """Per point ``(r, i, s)``: ``argmax_j s * rows[r, j] * W[i, j]`` ``(N,)``.
+
+    With few rows (one per image, the usual case) the points are taken row by row; a row
+    whose points reach most output neurons sweeps the whole of ``W`` once instead of copying
+    the rows the points select.
+    """
+    found = torch.empty_like(out_i)
+    if rows.shape[0] > 64:
+        for part in chunks(len(row), 2 * rows.shape[1]):
+            product = weight.index_select(0, out_i[part]).float()
+            product.mul_(rows.index_select(0, row[part]))
+            found[part] = _signed_argmax(product, sign[part])
+        return found
+    for r in range(rows.shape[0]):
+        at = (row == r).nonzero()[:, 0]
+        if 2 * len(at) > weight.shape[0]:
+            best = _sweep(weight, rows[r], bool((sign[at] < 0).any()))
+            found[at] = torch.where(sign[at] > 0, best[0][out_i[at]], best[1][out_i[at]])
+            continue
+        for part in chunks(len(at), 2 * rows.shape[1]):
+            product = weight.index_select(0, out_i[at[part]]).float().mul_(rows[r])
+            found[at[part]] = _signed_argmax(product, sign[at[part]])
+    return found
+
+
+def _signed_argmax(product: Tensor, sign: Tensor) -> Tensor:
+    """``argmax_j sign * product`` per row of ``product`` ``(n, in)`` (modified in place)."""
+    negative = sign < 0
+    if bool(negative.any()):
+        product[negative] *= -1
+    return product.argmax(dim=1)
+
+
+def _sweep(weight: Tensor, x: Tensor, with_min: bool) -> tuple[Tensor, Tensor]:
+    """``argmax_j`` (and ``argmin_j`` if asked) of ``W[i, j] * x[j]`` for every output ``i``."""
+    best, worst = [], []
+    step = max(1, CHUNK_ELEMENTS // weight.shape[1])
+    for start in range(0, weight.shape[0], step):
+        product = weight[start : start + step].float() * x
+        best.append(product.argmax(dim=1))
+        worst.append(product.argmin(dim=1) if with_min else best[-1])
+    return torch.cat(best), torch.cat(worst)
+
+
+def fed_by_map(walk: Walk, node: fx.Node) -> bool:
+    """Whether a Linear reads a flattened spatial map ``(B,C,h,w)`` with ``h*w > 1``."""
+    current = node
+    while True:
+        sources = first_source(current, walk.active)
+        if not sources:
+            return False
+        current = sources[0]
+        rule = rule_for(walk.module, current)
+        if rule is VIEW:
+            before = walk.shapes[first_source(current, walk.active)[0]]
+            return len(before) >= 3 and math.prod(before[2:]) > 1
+        if rule is not PASS:
+            return False
+
+
+def conv2d(walk: Walk, node: fx.Node, points: Points) -> Routed:
+    """Conv2d: the channel (within the group) with the largest contribution; position by ``loc``."""
+    src = first_source(node, walk.active)[0]
+    p = conv_params(walk, node)
+    x, weight = p["x"], p["weight"]
+    c_out, c_in, kh, kw = weight.shape
+    b, c = points[:, 0], points[:, 1]
+    group_start = (c // (c_out // p["groups"])) * c_in
+    moved = []
+    for part in chunks(points.shape[0], 3 * kh * kw * c_in):
+        if kh == kw == 1 and not any(p["padding"]):
+            moved.append(_pointwise(p, points[part], group_start[part]))
+        else:
+            moved.append(_windowed(p, points[part], group_start[part], walk.loc))
+    k, y, xx = (torch.cat(parts) for parts in zip(*moved, strict=True))
+    coords = torch.stack([b, group_start + k, y, xx], dim=1)
+    return [(src, with_sign(coords, sign_of(x[tuple(coords.T)])))]
+
+
+def _pointwise(
+    p: dict[str, Any], points: Points, group_start: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """1x1 conv without padding: the window is one pixel, so both ``loc`` rules agree.
+
+    Returns the channel within the group ``(n,)`` and the input position ``(n,), (n,)``.
+    """
+    x, weight = p["x"], p["weight"]
+    (sh, sw), c_in = p["stride"], weight.shape[1]
+    b, c, y, xx, s = points.unbind(1)
+    y, xx = y * sh, xx * sw
+    column = gather_windows(x, b, y[:, None], xx[:, None], group_start, c_in)[:, 0, 0]
+    contribution = column.float().mul_(weight[c, :, 0, 0]).mul_(s[:, None])
+    return contribution.argmax(dim=1), y, xx
+
+
+def _windowed(
+    p: dict[str, Any], points: Points, group_start: Tensor, loc: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Any conv: gather each point's window ``(n, kh, kw, c_in)`` (zero outside the image, or
+    the padding mode's values), contributions ``window * W[c]``, channel = argmax of their sum.
+
+    Returns the channel within the group ``(n,)`` and the input position ``(n,), (n,)``.
+    """
+    x, weight = p["x"], p["weight"]
+    height, width = x.shape[-2:]
+    _, c_in, kh, kw = weight.shape
+    (sh, sw), (dh, dw) = p["stride"], p["dilation"]
+    top, bottom, left, right = p["padding"]
+    b, c, y, xx, s = points.unbind(1)
+    rows = y[:, None] * sh - top + torch.arange(kh, device=x.device) * dh  # (n, kh)
+    cols = xx[:, None] * sw - left + torch.arange(kw, device=x.device) * dw  # (n, kw)
+    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[
+        :, None, :
+    ]  # (n, kh, kw)
+    if p["mode"] != "zeros" and (top or bottom or left or right):
+        source = F.pad(x, (left, right, top, bottom), mode=p["mode"])
+        r_read, c_read, mask = rows + top, cols + left, None
+    else:
+        source = x
+        r_read, c_read, mask = rows.clamp(0, height - 1), cols.clamp(0, width - 1), inside
+    product = gather_windows(source, b, r_read, c_read, group_start, c_in).float()
+    if mask is not None and not bool(mask.all()):
+        product.mul_(mask[..., None])
+    product.mul_(weight.permute(0, 2, 3, 1)[c])  # (n, kh, kw, c_in): window * W[c]
+    k = (product.sum(dim=(1, 2)) * s[:, None]).argmax(dim=1)
+    if loc == "center":
+        new_y = (y * sh - top + dh * ((kh - 1) // 2)).clamp(0, height - 1)
+        new_x = (xx * sw - left + dw * ((kw - 1) // 2)).clamp(0, width - 1)
+        return k, new_y, new_x
+    picked = product.gather(3, k[:, None, None, None].expand(-1, kh, kw, 1))[..., 0]
+    picked = (picked * s[:, None, None]).masked_fill(~inside, -math.inf)  # padding never wins
+    best = picked.flatten(1).argmax(dim=1)
+    n = torch.arange(k.shape[0], device=x.device)
+    return k, rows[n, best // kw].clamp(0, height - 1), cols[n, best % kw].clamp(0, width - 1)
+
+
+def gather_windows(
+    x: Tensor, b: Tensor, rows: Tensor, cols: Tensor, group_start: Tensor, c_in: int
+) -> Tensor:
+    """``x[b, rows, cols, group_start + (0..c_in)]`` (channels last) as ``(n, kh, kw, c_in)``.
+
+    ``x`` (B,C,H,W); ``b, group_start`` (n,); ``rows`` (n,kh) and ``cols`` (n,kw) inside ``x``.
+    Without groups the channel dim is sliced, not indexed: the gather then copies whole
+    channel columns, several times faster than indexing every element.
+    """
+    if c_in == x.shape[1]:
+        return x[b[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    channels = group_start[:, None] + torch.arange(c_in, device=x.device)
+    return x[b[:, None, None, None], channels[:, None, None, :], rows[:, :, None, None],
+             cols[:, None, :, None]]  # fmt: skip
+
+
+def conv_params(walk: Walk, node: fx.Node) -> dict[str, Any]:
+    """Input, weight, stride, dilation, groups, padding ``(top, bottom, left, right)``, mode."""
+    x = walk.arg(node, 0, "input")
+    if node.op == "call_module":
+        m = walk.module.get_submodule(node.target)
+        weight, stride, padding, dilation, groups = (
+            m.weight,
+            m.stride,
+            m.padding,
+            m.dilation,
+            m.groups,
+        )
+        mode = m.padding_mode
+    else:
+        weight = walk.arg(node, 1, "weight")
+        stride = walk.arg(node, 3, "stride", 1)
+        padding = walk.arg(node, 4, "padding", 0)
+        dilation = walk.arg(node, 5, "dilation", 1)
+        groups = walk.arg(node, 6, "groups", 1)
+        mode = "zeros"
+    stride, dilation = _pair(stride), _pair(dilation)
+    kernel = weight.shape[2:]
+    if isinstance(padding, str):
+        if padding == "same":
+            th, tw = (d * (k - 1) for d, k in zip(dilation, kernel, strict=True))
+            pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2)  # extra on the bottom/right
+        else:
+            pads = (0, 0, 0, 0)
+    else:
+        ph, pw = _pair(padding)
+        pads = (ph, ph, pw, pw)
+    return dict(
+        x=x, weight=weight, stride=stride, dilation=dilation, groups=groups, padding=pads, mode=mode
+    )
+
+
+def max_pool(walk: Walk, node: fx.Node, points: Points) -> Routed:
+    """Max pooling: follow the switches (recomputed with ``return_indices=True``)."""
+    src = first_source(node, walk.active)[0]
+    x = walk.arg(node, 0, "input")
+    if node.op == "call_module":
+        m = walk.module.get_submodule(node.target)
+        if isinstance(m, nn.AdaptiveMaxPool2d):
+            _, switches = F.adaptive_max_pool2d(x, m.output_size, return_indices=True)
+        else:
+            _, switches = F.max_pool2d(
+                x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, True
+            )
+    else:
+        args, kwargs = walk.records[node]
+        kwargs = {k: v for k, v in kwargs.items() if k != "return_indices"}
+        _, switches = node.target(*args, **kwargs, return_indices=True)
+    flat = switches[tuple(points[:, :-1].T)]
+    width = x.shape[-1]
+    coords = torch.stack([points[:, 0], points[:, 1], flat // width, flat % width], dim=1)
+    return [(src, with_sign(coords, sign_of(x[tuple(coords.T)])))]
+
+
+def avg_pool(walk: Walk, node: fx.Node, points: Points) -> Routed:
+    """Average pooling (plain, adaptive, global): the argmax of ``s * input`` in the window."""
+    src = first_source(node, walk.active)[0]
+    x = walk.arg(node, 0, "input")
+    height, width = x.shape[-2:]
+    out_h, out_w = walk.shapes[node][-2:]
+    oy, ox = points[:, 2], points[:, 3]
+    if _is_adaptive(walk, node):
+        y0, y1 = (oy * height) // out_h, ((oy + 1) * height + out_h - 1) // out_h
+        x0, x1 = (ox * width) // out_w, ((ox + 1) * width + out_w - 1) // out_w
+        size = (min(height, -(-height // out_h) + 1), min(width, -(-width // out_w) + 1))
+    else:
+        kernel, stride, padding = _avg_params(walk, node)
+        y0, x0 = oy * stride[0] - padding[0], ox * stride[1] - padding[1]
+        y1, x1 = y0 + kernel[0], x0 + kernel[1]
+        size = kernel
+    bounds = (y0.clamp(0, height), y1.clamp(0, height), x0.clamp(0, width), x1.clamp(0, width))
+    y, xx = window_argmax(x, points[:, 0], points[:, 1], bounds, size, points[:, -1])
+    coords = torch.stack([points[:, 0], points[:, 1], y, xx], dim=1)
+    return [(src, with_sign(coords, sign_of(x[tuple(coords.T)])))]
+
+
+def window_argmax(
+    x: Tensor,
+    b: Tensor,
+    c: Tensor,
+    bounds: tuple[Tensor, Tensor, Tensor, Tensor],
+    size: tuple[int, int],
+    sign: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """Argmax of ``sign * x[b, c]`` inside per-point windows ``[y0, y1) x [x0, x1)``.
+
+    ``x`` (B,C,H,W); ``b, c, sign`` (N,); ``size`` bounds the window extent. Returns ``(y, x)``.
+    """
+    y0, y1, x0, x1 = bounds
+    height, width = x.shape[-2:]
+    ry = y0[:, None] + torch.arange(size[0], device=x.device)  # (N, KH)
+    rx = x0[:, None] + torch.arange(size[1], device=x.device)  # (N, KW)
+    inside = (ry < y1[:, None])[:, :, None] & (rx < x1[:, None])[:, None, :]
+    rows, cols = ry.clamp(max=height - 1), rx.clamp(max=width - 1)
+    values = x[b[:, None, None], c[:, None, None], rows[:, :, None], cols[:, None, :]].float()
+    values = (values * sign.float()[:, None, None]).masked_fill(~inside, -math.inf)
+    best = values.flatten(1).argmax(dim=1)
+    n = torch.arange(best.shape[0], device=x.device)
+    return rows[n, best // size[1]], cols[n, best % size[1]]
+
+
+def reduce(walk: Walk, node: fx.Node, points: Points) -> Routed:
+    """``mean`` / ``sum`` over some dims (e.g. a global pool ``x.mean((2, 3))``): argmax there."""
+    src = first_source(node, walk.active)[0]
+    x = walk.arg(node, 0, "input")
+    dims = walk.arg(node, 1, "dim")
+    keepdim = bool(walk.arg(node, 2, "keepdim", False))
+    if dims is None or (isinstance(dims, (tuple, list)) and not dims):
+        raise ValueError(f"CNN Fixations: {describe(walk.module, node)} reduces over the batch")
+    dims = sorted({d % x.dim() for d in ((dims,) if isinstance(dims, int) else dims)})
+    if 0 in dims:
+        raise ValueError(f"CNN Fixations: {describe(walk.module, node)} reduces over the batch")
+    kept = [d for d in range(x.dim()) if d not in dims]
+    kept_coords = points[:, kept] if keepdim else points[:, : len(kept)]
+    return [(src, reduce_points(x, dims, kept_coords, points[:, -1]))]
+
+
+def reduce_points(x: Tensor, dims: Sequence[int], kept_coords: Tensor, sign: Tensor) -> Points:
+    """Fixations on ``x`` for a reduction over ``dims``: the argmax of ``sign * x`` there.
+
+    ``kept_coords`` (N, x.dim() - len(dims)) indexes the dims that remain, in order.
+    """
+    kept = [d for d in range(x.dim()) if d not in dims]
+    kept_shape = [x.shape[d] for d in kept]
+    reduced_shape = [x.shape[d] for d in dims]
+    table = x.permute(*kept, *dims).reshape(math.prod(kept_shape), math.prod(reduced_shape))
+    values = table[ravel(kept_coords, kept_shape)].float() * sign.float()[:, None]
+    where = unravel(values.argmax(dim=1), reduced_shape)
+    coords = torch.empty(kept_coords.shape[0], x.dim(), dtype=torch.long, device=x.device)
+    coords[:, kept] = kept_coords
+    coords[:, list(dims)] = where
+    return with_sign(coords, sign_of(x[tuple(coords.T)]))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        return (int(v[0]), int(v[-1]))
+    return (int(v), int(v))
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_adaptive(walk: Walk, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(walk.module.get_submodule(node.target), nn.AdaptiveAvgPool2d)
+    return node.target is F.adaptive_avg_pool2d
+
+
+def _avg_params(walk: Walk, node: fx.Node) -> tuple[tuple[int, int], ...]:
+    if node.op == "call_module":
+        m = walk.module.get_submodule(node.target)
+        kernel, stride, padding = m.kernel_size, m.stride, m.padding
+    else:
+        kernel = walk.arg(node, 1, "kernel_size")
+        stride = walk.arg(node, 2, "stride") or kernel
+        padding = walk.arg(node, 3, "padding", 0)
+    return _pair(kernel), _pair(stride if stride else kernel), _pair(padding)
+
+
+def describe(module: fx.GraphModule, node: fx.Node) -> str:
+    """``"module 'layer1.0.relu' (ReLU)"`` or ``"torch.mul in module 'features.3' (...)"``."""
+    if node.op == "call_module":
+        return f"module {node.target!r} ({type(module.get_submodule(node.target)).__name__})"
+    if node.op == "call_method":
+        what = f"method Tensor.{node.target}"
+    else:
+        target = node.target
+        what = f"{getattr(target, '__module__', None) or ''}.{getattr(target, '__name__', target)}"
+        what = what.lstrip(".")
+    stack = node.meta.get("nn_module_stack") or {}
+    if stack:
+        path, kind = list(stack.values())[-1]
+        name = getattr(kind, "__name__", str(kind))
+        return f"{what} in module {path!r} ({name})"
+    return f"{what} in the model's forward"
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+PASS = Rule("pass", pass_through, first_source, distinct=True)
+SCALE = Rule("scale", scale, scale_sources, distinct=True)
+VIEW = Rule("view", view, first_source, distinct=True)
+CAT = Rule("cat", cat, cat_sources, distinct=True)
+ADD = Rule("add", add, operand_sources, needs_values=True, distinct=True)
+LINEAR = Rule("linear", linear, first_source, needs_values=True)
+CONV = Rule("conv2d", conv2d, first_source, needs_values=True)
+MAX_POOL = Rule("max_pool", max_pool, first_source, needs_values=True)
+AVG_POOL = Rule("avg_pool", avg_pool, first_source, needs_values=True)
+REDUCE = Rule("reduce", reduce, first_source, needs_values=True)
+
+PASS_MODULES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
+    nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus,
+    nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
+    nn.LocalResponseNorm, nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.Identity,
+)  # fmt: skip
+MODULE_RULES: tuple[tuple[type[nn.Module] | tuple[type[nn.Module], ...], Rule], ...] = (
+    (nn.Conv2d, CONV),
+    (nn.Linear, LINEAR),
+    ((nn.MaxPool2d, nn.AdaptiveMaxPool2d), MAX_POOL),
+    ((nn.AvgPool2d, nn.AdaptiveAvgPool2d), AVG_POOL),
+    ((nn.Flatten, nn.Unflatten), VIEW),
+    (PASS_MODULES, PASS),
+)
+SUBTRACTIONS = {operator.sub, operator.isub, torch.sub, "sub", "sub_"}
+NEGATIONS = {operator.neg, torch.neg, "neg"}
+_SCALES = {operator.mul, operator.imul, torch.mul, "mul", "mul_"}
+_DIVISIONS = {operator.truediv, operator.itruediv, torch.div, "div", "div_"}
+
+FUNCTION_RULES: dict[Any, Rule] = {
+    F.conv2d: CONV,
+    F.linear: LINEAR,
+    F.max_pool2d: MAX_POOL,
+    F.adaptive_max_pool2d: MAX_POOL,
+    F.avg_pool2d: AVG_POOL,
+    F.adaptive_avg_pool2d: AVG_POOL,
+    torch.mean: REDUCE,
+    torch.sum: REDUCE,
+    torch.flatten: VIEW,
+    torch.reshape: VIEW,
+    torch.squeeze: VIEW,
+    torch.unsqueeze: VIEW,
+    torch.cat: CAT,
+    torch.concat: CAT,
+    torch.concatenate: CAT,
+    operator.add: ADD,
+    operator.iadd: ADD,
+    torch.add: ADD,
+    operator.sub: ADD,
+    operator.isub: ADD,
+    torch.sub: ADD,
+    operator.neg: SCALE,
+    torch.neg: SCALE,
+    **{
+        f: PASS
+        for f in (
+            F.relu, F.relu_, torch.relu, torch.relu_, F.relu6, F.leaky_relu, F.elu, F.selu,
+            F.celu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh, torch.sigmoid,
+            torch.tanh, F.sigmoid, F.tanh, F.softplus, F.batch_norm, F.group_norm,
+            F.instance_norm, F.local_response_norm, F.dropout, F.dropout2d, torch.clamp,
+            torch.clip,
+        )
+    },
+}  # fmt: skip
+METHOD_RULES: dict[str, Rule] = {
+    "mean": REDUCE,
+    "sum": REDUCE,
+    "add": ADD,
+    "add_": ADD,
+    "sub": ADD,
+    "sub_": ADD,
+    "neg": SCALE,
+    **{m: VIEW for m in ("flatten", "view", "reshape", "squeeze", "unsqueeze", "view_as")},
+    **{
+        m: PASS
+        for m in (
+            "relu", "relu_", "sigmoid", "tanh", "clamp", "clamp_", "clamp_min", "clamp_min_",
+            "clip", "contiguous", "float", "half", "bfloat16", "double", "to", "type_as",
+            "detach", "clone",
+        )
+    },
+}  # fmt: skip
+
+
+def rule_for(module: fx.GraphModule, node: fx.Node) -> Rule | None:
+    """The rule of ``node``, or ``None`` when CNN Fixations has none for it."""
+    if node.op == "call_module":
+        sub = module.get_submodule(node.target)
+        return next((rule for kinds, rule in MODULE_RULES if isinstance(sub, kinds)), None)
+    if node.op not in ("call_function", "call_method"):
+        return None
+    if node.target in _SCALES:
+        numbers = [a for a in _operands(node) if _is_number(a)]
+        return SCALE if len(numbers) == 1 else None
+    if node.target in _DIVISIONS:
+        divides_tensor = isinstance(node.args[0], fx.Node) and _is_number(_operands(node)[1])
+        return SCALE if divides_tensor else None
+    table = METHOD_RULES if node.op == "call_method" else FUNCTION_RULES
+    try:
+        return table.get(node.target)
+    except TypeError:  # an unhashable target
+        return None
+
+
+SUPPORTED = (
+    "Conv2d, Linear, MaxPool2d, AvgPool2d, Adaptive{Avg,Max}Pool2d, mean/sum over dims, add/sub, "
+    "cat, flatten/view/reshape, x * number, activations (ReLU, ReLU6, GELU, SiLU, ...), "
+    "BatchNorm/GroupNorm/InstanceNorm, Dropout, Identity"
+)

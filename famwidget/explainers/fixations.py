@@ -1,0 +1,554 @@
+"""CNN Fixations (seed 002): explain an output by walking the recorded forward pass backwards.
+
+No gradients. The model is traced with ``torch.fx`` and run once; the inputs of every layer on
+the way are kept. From the explained output neurons, the per-layer rules of
+:mod:`famwidget.explainers.fixation_rules` move a deduplicated set of "fixations" (an index
+``j`` in a vector, ``(c, y, x)`` in a feature map) back to the image, where they land on pixels.
+The heatmap is the density of those pixels: outliers dropped, counts blurred, ``minmax``.
+
+Start set:
+
+- class targets (``Predicted()``, ``ClassLogit(c)``): the class neuron;
+- ``Embedding()``: the smallest set of dimensions that carries at least ``energy`` (default
+  half) of ``||f||²``, each with the sign of ``f_d``;
+- ``Similarity(ref)``: the same with the positive terms ``f_d * ref_d`` of the dot product;
+- ``Dimension(d)``: that dimension.
+
+A feature-map output ``(B,C,h,w)`` is explained through its global average pool (as
+:func:`famwidget.targets.feature_vector` does): each start channel first moves to its argmax.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import operator
+import weakref
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+
+from ..api import Method
+from ..explanation import Explanation
+from ..maps import minmax
+from ..tap import preserved
+from ..targets import (
+    ClassLogit,
+    Dimension,
+    Embedding,
+    OutputKey,
+    Predicted,
+    Similarity,
+    Target,
+    feature_vector,
+)
+from . import fixation_rules as rules
+from .fixation_rules import Points, Rule, Walk
+
+LOCS = ("center", "argmax")
+
+_TRACES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def fixations(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    target: Target | None = None,
+    output_key: OutputKey = None,
+    autocast: torch.dtype | None = None,
+    loc: str = "argmax",
+    radius: float = 0.1,
+    share: float = 0.05,
+    sigma: float = 0.09,
+    energy: float = 0.5,
+) -> Explanation:
+    """CNN Fixations of ``images`` ``(B,C,H,W)``: heatmap ``(B,H,W)`` and the fixations per image.
+
+    Args:
+        model: any ``nn.Module`` that ``torch.fx.symbolic_trace`` can trace (VGG, ResNet,
+            DenseNet, MobileNetV2, Sequential CNNs, ...); restored afterwards.
+        images: preprocessed float batch on the model's device.
+        target: ``None`` picks ``Predicted()`` when the output comes straight from an
+            ``nn.Linear`` (a classification head) and ``Embedding()`` otherwise (a feature map,
+            a pooled vector, a normalised or BatchNorm embedding). Pass
+            ``fw.targets.Embedding()`` for an embedding model whose last layer is a Linear
+            projection, or ``fw.targets.Predicted()`` / ``ClassLogit(c)`` to force a class.
+            Also accepted: ``Similarity(ref)``, ``Dimension(d)``; not callables.
+        output_key: which element of a tuple/dict output is explained (default the first).
+        autocast: bf16/fp16 autocast dtype for the forward pass (rules compute in fp32).
+        loc: position rule of convolutions: "argmax" (move to the largest contribution
+            inside the window) or "center" (stay at the window centre: the rule of the
+            paper's code). "argmax" is the default by measurement
+            (:func:`famwidget.bench.fixations.loc_study`, 200 held-out images per zoo
+            model): the share of fixations inside the discriminative parts rose from
+            0.36 / 0.67 / 0.28 / 0.40 to 0.88 / 0.92 / 0.51 / 0.59 (flower_net single /
+            double, ssl_net, reid_net), the pointing game from 0.55 / 0.95 / 0.41 / 0.55 to
+            0.90 / 0.99 / 0.59 / 0.67, the heatmap mass inside the parts stayed equal or rose.
+        radius: outlier radius as a share of the image diagonal (0.1, the paper's value).
+        share: a fixation is kept when more than this share of all fixations of the image
+            lie within ``radius`` of it (itself included; 0.05 = 5%).
+        sigma: Gaussian blur as a share of ``min(H, W)`` (0.09: 20 px at 224); 0 = no blur.
+        energy: share of ``||f||²`` carried by the start dimensions of an embedding.
+
+    Returns:
+        Explanation with ``heatmap`` (B,H,W) float32 in [0,1], ``points`` a list of B int64
+        tensors ``(N_i, 2)`` of distinct ``(y, x)`` pixels (after outlier removal), ``scores``
+        the target on each image, and the options in ``options``.
+    """
+    _check_options(loc, radius, share, sigma, energy)
+    arrived, chosen, scores = backtrack(
+        model, images, target=target, output_key=output_key, autocast=autocast, loc=loc,
+        energy=energy,
+    )  # fmt: skip
+    with torch.inference_mode():
+        size = tuple(images.shape[-2:])
+        points, counts = pixels(arrived, images.shape[0], size, radius, share)
+        heatmap = minmax(blur(counts, sigma * min(size)))
+    return Explanation(
+        heatmap=heatmap,
+        method="fixations",
+        layer="",
+        target=repr(chosen),
+        points=points,
+        scores=scores,
+        options=dict(
+            loc=loc,
+            radius=radius,
+            share=share,
+            sigma=sigma,
+            energy=energy,
+            autocast=None if autocast is None else str(autocast),
+        ),
+    )
+
+
+def backtrack(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    target: Target | None = None,
+    output_key: OutputKey = None,
+    autocast: torch.dtype | None = None,
+    loc: str = "argmax",
+    energy: float = 0.5,
+) -> tuple[Tensor, Target, Tensor]:
+    """The raw fixations on the images, before outlier removal.
+
+    Returns ``(points, target, scores)``: ``points`` ``(N,5)`` int64 rows ``(b, c, y, x, s)``
+    (image, input channel, pixel, sign), distinct; the target used (``target`` or the
+    default); the target's value on each image ``(B,)``. Options as in :func:`fixations`.
+    """
+    if loc not in LOCS:
+        raise ValueError(f"loc must be one of {LOCS}, got {loc!r}")
+    with preserved(model):
+        traced = trace(model)
+        out_node = pick(_output_structure(traced), output_key, "the traced output")
+        active = image_dependent(traced.graph)
+        plan = plan_walk(traced, out_node, active)
+        with torch.inference_mode():
+            walk, output = record(traced, images, plan, active, autocast)
+            walk.loc = loc
+            chosen = target if target is not None else default_target(traced, out_node, walk)
+            value = pick(output, output_key, "the model output")
+            start = start_points(chosen, output, value, output_key, energy)
+            arrived = walk_back(walk, plan, out_node, start, value)
+            scores = chosen.bind(output, output_key).scalar(output).float()
+    return arrived, chosen, scores
+
+
+def _check_options(loc: str, radius: float, share: float, sigma: float, energy: float) -> None:
+    if loc not in LOCS:
+        raise ValueError(f"loc must be one of {LOCS}, got {loc!r}")
+    if not radius > 0:
+        raise ValueError(f"radius (share of the image diagonal) must be > 0, got {radius}")
+    if not 0 <= share < 1:
+        raise ValueError(f"share (of the fixations near a kept one) must be in [0, 1), got {share}")
+    if not sigma >= 0:
+        raise ValueError(f"sigma (share of min(H, W)) must be >= 0, got {sigma}")
+    if not 0 < energy <= 1:
+        raise ValueError(f"energy (share of ||f||² to explain) must be in (0, 1], got {energy}")
+
+
+# ----------------------------------------------------------------------------- tracing
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """``torch.fx.symbolic_trace(model)``, cached while the model's modules and tensors stay."""
+    key = _fingerprint(model)
+    cached = _TRACES.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    try:
+        traced = fx.symbolic_trace(model)
+    except Exception as error:
+        raise ValueError(
+            f"CNN Fixations needs a model that torch.fx can trace; tracing "
+            f"{type(model).__name__} failed ({type(error).__name__}: {error}). Models whose "
+            "forward branches on tensor values cannot be traced; wrap such parts in a leaf "
+            "module or explain a traceable sub-model"
+        ) from error
+    _TRACES[model] = (key, traced)
+    return traced
+
+
+def _fingerprint(model: nn.Module) -> tuple:
+    modules = tuple((name, id(m), m.training) for name, m in model.named_modules())
+    tensors = tuple(id(t) for t in model.parameters()) + tuple(id(t) for t in model.buffers())
+    return (type(model).forward, modules, tensors)
+
+
+def _output_structure(traced: fx.GraphModule) -> Any:
+    out = next(n for n in reversed(traced.graph.nodes) if n.op == "output")
+    return out.args[0]
+
+
+def pick(structure: Any, key: OutputKey, what: str) -> Any:
+    """The element of a model output (tensor, tuple/list, dict) that ``output_key`` names.
+
+    Same convention as :func:`famwidget.targets.feature_vector`: default the first element of
+    a tuple, the only entry of a dict.
+    """
+    if isinstance(structure, dict):
+        if key is None and len(structure) == 1:
+            key = next(iter(structure))
+        elif key is None:
+            raise ValueError(
+                f"the model returns a dict with keys {list(structure)}; pass output_key= to say "
+                "which one is explained"
+            )
+        if key not in structure:
+            raise ValueError(
+                f"output_key {key!r} does not name an entry of {what}: {list(structure)}"
+            )
+        return structure[key]
+    if isinstance(structure, (tuple, list)):
+        index = 0 if key is None else key
+        if not isinstance(index, int) or not -len(structure) <= index < len(structure):
+            raise ValueError(f"output_key {key!r} does not index the {len(structure)} outputs")
+        return structure[index]
+    return structure
+
+
+def image_dependent(graph: fx.Graph) -> set[fx.Node]:
+    """The nodes whose value depends on the first placeholder (the images)."""
+    nodes = list(graph.nodes)
+    first = next((n for n in nodes if n.op == "placeholder"), None)
+    active = {first} if first is not None else set()
+    for node in nodes:
+        if node.op != "output" and any(a in active for a in node.all_input_nodes):
+            active.add(node)
+    return active
+
+
+def plan_walk(traced: fx.GraphModule, out_node: Any, active: set[fx.Node]) -> dict[fx.Node, Rule]:
+    """The rule of every node that fixations can reach from ``out_node``; fails on the first op
+    on the way that has none (before anything runs)."""
+    if not isinstance(out_node, fx.Node) or out_node not in active:
+        raise ValueError("CNN Fixations: the explained output does not depend on the images")
+    plan: dict[fx.Node, Rule] = {}
+    stack = [out_node]
+    while stack:
+        node = stack.pop()
+        if node in plan or node.op == "placeholder":
+            continue
+        rule = rules.rule_for(traced, node)
+        if rule is None:
+            raise ValueError(
+                f"CNN Fixations has no rule for {rules.describe(traced, node)}; supported: "
+                f"{rules.SUPPORTED}"
+            )
+        plan[node] = rule
+        stack.extend(rule.sources(node, active))
+    return plan
+
+
+# ----------------------------------------------------------------------------- recording
+
+
+class Recorder(fx.Interpreter):
+    """Runs the traced model once and keeps the inputs of the ops whose rules read values.
+
+    In-place ops (``ReLU(inplace=True)``, ``x.add_``) still run in place, as in the model; a
+    recorded tensor they are about to overwrite is copied first (copy on write), so every
+    record holds the value its op saw.
+    """
+
+    def __init__(self, traced: fx.GraphModule, keep: set[fx.Node]) -> None:
+        super().__init__(traced)
+        self.keep = keep
+        self.mutating = in_place_nodes(traced)
+        self.records: dict[fx.Node, tuple[tuple, dict]] = {}
+        self.shapes: dict[fx.Node, torch.Size] = {}
+        self._holders: dict[int, list[fx.Node]] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        mutated = args[0] if n in self.mutating and args and isinstance(args[0], Tensor) else None
+        if mutated is not None:
+            self._protect(mutated)
+        if n in self.keep:
+            if mutated is not None:
+                args = (mutated.clone(), *args[1:])
+            self._record(n, args, kwargs)
+        result = getattr(self, n.op)(n.target, args, kwargs)
+        if isinstance(result, Tensor):
+            self.shapes[n] = result.shape
+        return result
+
+    def _record(self, n: fx.Node, args: tuple, kwargs: dict) -> None:
+        self.records[n] = (args, kwargs)
+
+        def hold(v: Any) -> Any:
+            if isinstance(v, Tensor):
+                self._holders.setdefault(_storage(v), []).append(n)
+            return v
+
+        fx.node.map_aggregate((args, kwargs), hold)
+
+    def _protect(self, tensor: Tensor) -> None:
+        ptr = _storage(tensor)
+
+        def copy(v: Any) -> Any:
+            return v.clone() if isinstance(v, Tensor) and _storage(v) == ptr else v
+
+        for n in self._holders.pop(ptr, []):
+            args, kwargs = self.records[n]
+            self.records[n] = (
+                fx.node.map_aggregate(args, copy),
+                fx.node.map_aggregate(kwargs, copy),
+            )
+
+
+def _storage(t: Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+_IN_PLACE_OPERATORS = {
+    operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
+    operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor,
+}  # fmt: skip
+
+
+def in_place_nodes(traced: fx.GraphModule) -> set[fx.Node]:
+    """The nodes that overwrite their first argument (found once per traced model)."""
+    found = getattr(traced, "_fixations_in_place", None)
+    if found is None:
+        found = {n for n in traced.graph.nodes if _in_place(traced, n)}
+        traced._fixations_in_place = found
+    return found
+
+
+def _in_place(traced: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether ``node`` overwrites its first argument."""
+    if node.op == "call_module":
+        return getattr(traced.get_submodule(node.target), "inplace", False) is True
+    if node.op == "call_method":
+        return node.target.endswith("_") and not node.target.startswith("__")
+    if node.op != "call_function":
+        return False
+    if node.target in _IN_PLACE_OPERATORS:
+        return True
+    name = getattr(node.target, "__name__", "")
+    if name.endswith("_") and not name.startswith("__"):
+        return True
+    try:
+        bound = inspect.signature(node.target).bind(*node.args, **node.kwargs)
+    except (TypeError, ValueError):
+        return node.kwargs.get("inplace") is True
+    return bound.arguments.get("inplace") is True
+
+
+def record(
+    traced: fx.GraphModule,
+    images: Tensor,
+    plan: dict[fx.Node, Rule],
+    active: set[fx.Node],
+    autocast: torch.dtype | None,
+) -> tuple[Walk, Any]:
+    """One forward pass of ``images``: the :class:`Walk` the rules read, and the model output."""
+    keep = {n for n, rule in plan.items() if rule.needs_values}
+    recorder = Recorder(traced, keep)
+    with torch.autocast(images.device.type, dtype=autocast, enabled=autocast is not None):
+        output = recorder.run(images)
+    walk = Walk(traced, recorder.records, recorder.shapes, active)
+    return walk, output
+
+
+# ----------------------------------------------------------------------------- start and walk
+
+
+def default_target(traced: fx.GraphModule, out_node: fx.Node, walk: Walk) -> Target:
+    """``Predicted()`` if the output is a vector made by an ``nn.Linear``, else ``Embedding()``."""
+    node = out_node
+    while True:
+        rule = rules.rule_for(traced, node)
+        if rule is rules.LINEAR:
+            return Predicted() if len(walk.shapes[out_node]) == 2 else Embedding()
+        sources = rules.first_source(node, walk.active) if rule is not None else []
+        if rule is not rules.PASS or not sources or not _is_plumbing(traced, node):
+            return Embedding()
+        node = sources[0]
+
+
+def _is_plumbing(traced: fx.GraphModule, node: fx.Node) -> bool:
+    """Dropout and Identity: what may sit between a classifier's Linear and the output."""
+    if node.op == "call_module":
+        m = traced.get_submodule(node.target)
+        return isinstance(m, (nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.Identity))
+    return node.target in (F.dropout, "contiguous", "float")
+
+
+def start_points(
+    target: Target, output: Any, value: Tensor, key: OutputKey, energy: float
+) -> Points:
+    """The explained neurons as fixations on the raw output ``value`` (see the module docstring)."""
+    f = feature_vector(output, key).float()
+    bound = target.bind(output, key)
+    batch = f.shape[0]
+    rows = torch.arange(batch, device=f.device)
+    if isinstance(target, (Predicted, ClassLogit)) or target.kind == "class":
+        classes = getattr(bound, "classes", None)
+        if classes is None:
+            raise TypeError(f"CNN Fixations cannot find the class neuron of target {target!r}")
+        start = torch.stack([rows, classes.to(f.device), torch.ones_like(rows)], dim=1)
+    elif isinstance(target, Dimension):
+        d = torch.full_like(rows, bound.d % f.shape[1])
+        start = torch.stack([rows, d, rules.sign_of(f[rows, d])], dim=1)
+    elif isinstance(target, (Embedding, Similarity)):
+        weights = f**2 if isinstance(target, Embedding) else (f * bound.reference.float()).relu()
+        b, d = smallest_share(weights, energy).nonzero(as_tuple=True)
+        start = torch.stack([b, d, rules.sign_of(f[b, d])], dim=1)
+    else:
+        raise TypeError(
+            f"CNN Fixations starts from neurons: use Predicted(), ClassLogit(c), Embedding(), "
+            f"Similarity(ref) or Dimension(d); {target!r} cannot be traced back"
+        )
+    return on_output(start, value)
+
+
+def smallest_share(weights: Tensor, energy: float) -> Tensor:
+    """Per row of ``weights`` ``(B,D)`` (>= 0), the smallest set of entries holding at least
+    ``energy`` of the row's sum: a boolean ``(B,D)`` mask (empty for an all-zero row)."""
+    ordered, order = weights.sort(dim=1, descending=True)
+    before = ordered.cumsum(dim=1) - ordered
+    chosen = (before < energy * weights.sum(dim=1, keepdim=True)) & (ordered > 0)
+    return torch.zeros_like(chosen).scatter(1, order, chosen)
+
+
+def on_output(start: Points, value: Tensor) -> Points:
+    """Move start fixations ``(N,3)`` on the feature vector to indices into the raw output."""
+    if value.dim() == 2:
+        return start
+    if value.dim() == 4:  # the feature vector is the global average pool
+        return rules.reduce_points(value, (2, 3), start[:, :2], start[:, 2])
+    if value.dim() == 1:
+        return start[:, [0, 2]]
+    coords = rules.unravel(start[:, 1], value.shape[1:])
+    return torch.cat([start[:, :1], coords, start[:, 2:]], dim=1)
+
+
+def walk_back(
+    walk: Walk, plan: dict[fx.Node, Rule], out_node: fx.Node, start: Points, value: Tensor
+) -> Points:
+    """Move ``start`` from ``out_node`` to the images: fixations ``(N,5)`` = ``(b, c, y, x, s)``."""
+    pending: dict[fx.Node, list[Points]] = {out_node: [start]}
+    unsorted = {out_node}  # nodes whose points may repeat
+    walk.shapes.setdefault(out_node, value.shape)
+    for node in reversed(walk.module.graph.nodes):
+        arrived = pending.pop(node, None)
+        if not arrived:
+            continue
+        points = torch.cat(arrived) if len(arrived) > 1 else arrived[0]
+        if len(arrived) > 1 or node in unsorted:
+            points = rules.dedupe(points, walk.shapes[node])
+        if node.op == "placeholder":
+            return points
+        rule = plan[node]
+        for source, moved in rule.apply(walk, node, points):
+            if moved.shape[0]:
+                pending.setdefault(source, []).append(moved)
+                if not rule.distinct:
+                    unsorted.add(source)
+    return start.new_zeros(0, 5)
+
+
+# ----------------------------------------------------------------------------- pixels and map
+
+
+def pixels(
+    arrived: Points, batch: int, size: tuple[int, int], radius: float, share: float
+) -> tuple[list[Tensor], Tensor]:
+    """Fixations ``(N,5)`` on the images → per image distinct ``(y, x)`` inliers ``(N_i,2)`` and
+    counts ``(B,H,W)``: at each kept pixel, the number of its fixations (one per colour channel)."""
+    height, width = size
+    reach = radius * math.hypot(height, width)
+    arrived = torch.unique(arrived[:, :4], dim=0)  # a pixel-channel reached with both signs: once
+    counts = torch.zeros(batch, height * width, device=arrived.device)
+    flat = arrived[:, 2] * width + arrived[:, 3]
+    counts.index_put_((arrived[:, 0], flat), torch.ones_like(flat, dtype=counts.dtype), True)
+    points = []
+    for b in range(batch):
+        where = counts[b].nonzero()[:, 0]
+        yx = torch.stack([where // width, where % width], dim=1)
+        keep = inliers(yx, reach, share)
+        points.append(yx[keep])
+        dropped = where[~keep]
+        counts[b, dropped] = 0
+    return points, counts.view(batch, height, width)
+
+
+def inliers(yx: Tensor, reach: float, share: float) -> Tensor:
+    """Mask ``(N,)``: points with more than ``share * N`` points (themselves included) closer
+    than ``reach`` pixels."""
+    n = yx.shape[0]
+    if n == 0:
+        return torch.zeros(0, dtype=torch.bool, device=yx.device)
+    p = yx.float()
+    near = torch.cat([(torch.cdist(p[part], p) < reach).sum(dim=1) for part in _rows(n)])
+    return near > share * n
+
+
+def _rows(n: int, block: int = 2048) -> list[slice]:
+    return [slice(i, min(n, i + block)) for i in range(0, n, block)]
+
+
+def blur(maps: Tensor, sigma: float) -> Tensor:
+    """Gaussian blur of ``(B,H,W)`` with standard deviation ``sigma`` pixels, zero outside.
+
+    Separable, as two products with banded ``(H,H)`` and ``(W,W)`` Gaussian matrices (the
+    same sums as a zero-padded convolution truncated at 3 sigma, and much faster on a CPU).
+    """
+    if sigma <= 0:
+        return maps
+    height, width = maps.shape[-2:]
+    return (
+        gaussian_matrix(height, sigma, maps.device)
+        @ maps.float()
+        @ gaussian_matrix(width, sigma, maps.device)
+    )
+
+
+def gaussian_matrix(n: int, sigma: float, device: torch.device) -> Tensor:
+    """``(n,n)`` symmetric: entry ``(i, j)`` is the normalised Gaussian weight of ``|i - j|``
+    (zero beyond ``ceil(3 sigma)``)."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    offset = torch.arange(n, device=device)[:, None] - torch.arange(n, device=device)[None, :]
+    inside = offset.abs() <= radius
+    return torch.where(inside, kernel[(offset + radius).clamp(0, 2 * radius)], 0.0)
+
+
+METHODS = [
+    Method(
+        "fixations",
+        fixations,
+        None,
+        needs_layer=False,
+        summary="gradient-free backtracking of the forward pass (CNN Fixations)",
+    )
+]
