@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import nbformat
 import pytest
 from browser import READY, check_blend_and_hover, click_thumb_and_wait
 from playwright.sync_api import Page
@@ -31,3 +32,46 @@ def test_quickstart_widget(page: Page, jupyter_server, screenshots, frontend):
     caption = page.eval_on_selector(".fw-caption", "e => e.textContent")
     labels = page.eval_on_selector_all(".fw-thumb-caption", "es => es.map(e => e.textContent)")
     assert caption.startswith(labels[5] + " ·")
+
+
+STREAMING = """
+import torch, famwidget as fw
+torch.manual_seed(0)
+model = torch.nn.Sequential(
+    torch.nn.Conv2d(3, 96, 3, padding=1), torch.nn.ReLU(),
+    torch.nn.Conv2d(96, 96, 3, stride=2, padding=1), torch.nn.ReLU(),
+    torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+)
+w = fw.Explorer(model, torch.rand(4, 3, 64, 64), method="score-fam", batch_size=4)
+w
+"""
+
+
+def test_score_fam_streams_progress_before_ready(
+    page: Page, jupyter_server, jupyter_root, screenshots
+):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(STREAMING)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nbformat.write(nb, jupyter_root / "streaming.ipynb")
+    page.set_default_timeout(120_000)
+    page.goto(f"{jupyter_server}/lab/tree/streaming.ipynb")
+    wait_for_kernel(page)
+    run_all(page)
+    page.wait_for_selector(".famwidget .fw-thumb[data-index='1']")
+    page.evaluate(
+        """() => {
+        const root = document.querySelector('.famwidget');
+        const bar = root.querySelector('.fw-progress');
+        window.fwSeen = [];
+        new MutationObserver(() => window.fwSeen.push(
+            [Number(bar.dataset.progress), root.dataset.state])).observe(
+            bar, {attributes: true, attributeFilter: ['data-progress']});
+        }"""
+    )
+    click_thumb_and_wait(page, 1)
+    seen = page.evaluate("() => window.fwSeen")
+    partial = [p for p, state in seen if state == "computing" and 0 < p < 1]
+    assert len(set(partial)) >= 3, f"progress while computing: {seen}"
+    assert partial == sorted(partial), "progress only moves forward"
+    assert seen[-1][0] == 1
+    page.screenshot(path=screenshots / "lab-score-fam-done.png")

@@ -1,0 +1,79 @@
+"""Benchmarks: ``python -m famwidget.bench [--only NAME] [--device D] [--quick]``.
+
+Each name in :data:`BENCHMARKS` is a module ``famwidget.bench.<name>`` with a function
+``run(args) -> None`` that prints a small table; names whose module does not exist yet are
+skipped. To add one, write the module and put its name in the list. Shared helpers for timing
+and printing live here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+BENCHMARKS = ["scorefam", "fixations", "widget"]
+
+
+def available() -> list[str]:
+    """The benchmark names whose module exists."""
+    return [n for n in BENCHMARKS if importlib.util.find_spec(f"{__name__}.{n}") is not None]
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line shared by every benchmark (``famwidget bench`` uses it too)."""
+    p = argparse.ArgumentParser(
+        prog="famwidget bench", description="famwidget benchmarks (scripts, not tests)"
+    )
+    p.add_argument("--only", choices=BENCHMARKS, help="run this benchmark only")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if any)")
+    p.add_argument("--quick", action="store_true", help="fewer sizes and repeats (~2 min on CPU)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the selected benchmarks; returns the exit status."""
+    args = parser().parse_args(argv)
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    names = [args.only] if args.only else available()
+    for name in names:
+        if name not in available():
+            print(f"benchmark {name!r} is not written yet (no module famwidget.bench.{name})")
+            continue
+        print(f"== {name} ({args.device}{', quick' if args.quick else ''}) ==", flush=True)
+        importlib.import_module(f"{__name__}.{name}").run(args)
+    return 0
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued work on ``device`` (a no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds(fn: Callable[[], object], device: torch.device | str) -> float:
+    """Wall-clock seconds of one call of ``fn``, device work included."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A plain, aligned text table (floats with 3 significant digits)."""
+
+    def cell(v: object) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    text = [[cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in text)) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    for r in text:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+    print(flush=True)
