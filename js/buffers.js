@@ -39,3 +39,11 @@ export function fromBase64(text) {
   for (let i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
   return out;
 }
+
+/** A buffer of little-endian uint16 values as a Uint16Array (copied when not 2-byte aligned). */
+export function toUint16(value) {
+  const bytes = toBytes(value);
+  const n = bytes.byteLength >> 1;
+  if (bytes.byteOffset % 2 === 0) return new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+  return new Uint16Array(bytes.slice(0, 2 * n).buffer);
+}

@@ -30,6 +30,7 @@ export function drawRGB(canvas, rgb, H, W) {
   canvas.width = W;
   canvas.height = H;
   const ctx = canvas.getContext("2d");
+  if (!ctx) return; // no 2-D canvas (e.g. a DOM without canvas support)
   const img = ctx.createImageData(W, H);
   for (let i = 0, n = H * W; i < n; i++) {
     img.data[4 * i] = rgb[3 * i];

@@ -1,6 +1,6 @@
 // famwidget frontend: gallery, blended view, channel inspection. It only knows the wire format:
 // synced traits (image, heatmap, channels, ...) and custom messages (progress, partial maps).
-import { toBytes } from "./buffers.js";
+import { toBytes, toUint16 } from "./buffers.js";
 import { channelHeat, contributionsAt, decodeChannels, overallContributions } from "./channels.js";
 import { blend, COLORMAPS, lut } from "./colormap.js";
 import { drawRGB, h, setOptions } from "./dom.js";
@@ -12,7 +12,7 @@ import { StaticModel } from "./standalone.js";
 function render({ model, el }) {
   const ui = buildDom(el);
   const local = { rgb: null, heat: null, H: 0, W: 0, channels: null, hover: null, pinned: null,
-                  point: null, partial: false, request: 0, pair: null };
+                  point: null, partial: false, request: 0, pair: null, points: null };
 
   const get = (name, fallback) => model.get(name) ?? fallback;
   const setState = (state) => { ui.root.dataset.state = state; };
@@ -26,6 +26,7 @@ function render({ model, el }) {
     const heat = toBytes(get("heatmap", null));
     local.heat = heat.length === local.H * local.W && heat.length ? heat : null;
     local.partial = false;
+    local.points = toUint16(get("points", null));
     local.pair = decodePair(get("pair", {}), get("pair_image", null), get("pair_heatmap", null));
     ui.root.classList.toggle("fw-has-pair", !!local.pair);
     ui.pairCaption.textContent = local.pair ? local.pair.caption : "";
@@ -58,7 +59,9 @@ function render({ model, el }) {
     const pixels = blend(rgb, currentHeat(), get("alpha", 0.5), table, get("threshold", 0));
     ui.view.width = W; ui.view.height = H;
     fitCanvas(ui.view, H, W);
-    ui.view.getContext("2d").putImageData(new ImageData(pixels, W, H), 0, 0);
+    const ctx = ui.view.getContext("2d");
+    if (!ctx) return; // a DOM without 2-D canvas (tests); nothing to paint
+    ctx.putImageData(new ImageData(pixels, W, H), 0, 0);
     if (get("side_by_side", false)) { drawRGB(ui.side, rgb, H, W); fitCanvas(ui.side, H, W); }
     if (local.pair) {
       const p = local.pair;
@@ -67,7 +70,20 @@ function render({ model, el }) {
       fitCanvas(ui.pairView, p.h, p.w);
       ui.pairView.getContext("2d").putImageData(new ImageData(pairPixels, p.w, p.h), 0, 0);
     }
+    if ((local.hover ?? local.pinned) == null) drawFixations();
     drawPoint();
+  }
+
+  /** CNN Fixations: the backtracked (y, x) points, drawn over the blended view. */
+  function drawFixations() {
+    const pts = local.points;
+    if (!pts || !pts.length) return;
+    const ctx = ui.view.getContext("2d");
+    const size = Math.max(1, Math.round(local.W / 112));
+    ctx.fillStyle = "rgba(0,0,0,0.65)";
+    for (let i = 0; i + 1 < pts.length; i += 2) ctx.fillRect(pts[i + 1] - size, pts[i] - size, 2 * size + 1, 2 * size + 1);
+    ctx.fillStyle = "#fff";
+    for (let i = 0; i + 1 < pts.length; i += 2) ctx.fillRect(pts[i + 1] - size + 1, pts[i] - size + 1, 2 * size - 1, 2 * size - 1);
   }
 
   function drawPoint() {
@@ -194,7 +210,7 @@ function render({ model, el }) {
   const handlers = [
     ["change:thumbs change:gallery", drawGallery],
     ["change:selected", () => markSelected(ui.gallery, get("selected", -1))],
-    ["change:image change:heatmap change:view change:channels change:channel_info change:pair change:pair_image change:pair_heatmap", loadView],
+    ["change:image change:heatmap change:view change:channels change:channel_info change:points change:pair change:pair_image change:pair_heatmap", loadView],
     ["change:state change:error change:progress", syncState],
     ["change:methods change:method change:layers change:layer", syncControls],
     ["change:alpha change:colormap change:threshold change:side_by_side", () => { syncControls(); paint(); }],

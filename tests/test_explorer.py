@@ -131,3 +131,30 @@ def test_interpretation_method_shows_its_features_as_channels(tiny_embedding):
     w.close()
     with pytest.raises(ValueError, match="needs interpreter="):
         fw.Explorer(tiny_embedding, x[:4], method="vebi")
+
+
+def test_fixations_points_travel_as_uint16_pairs(tiny_embedding, images):
+    w = fw.Explorer(tiny_embedding, images, method="fixations", target=fw.targets.Embedding())
+    exp = w.select(0)
+    sent = np.frombuffer(w.points, "<u2").reshape(-1, 2)
+    assert len(sent) == len(exp.points[0]) > 0
+    assert np.array_equal(sent, exp.points[0].numpy())
+    assert w.channel_info["k"] == 0  # fixations have no channel weights
+    w.method = "grad-fam"
+    w.wait(10)
+    assert w.points == b""
+    w.close()
+
+
+def test_classifier_thumbnails_show_prediction_and_mark_misses():
+    model = fw.zoo.flower_net()
+    ds = fw.data.flowers(6, seed=9)
+    labels = [ds.classes[i] for i in ds.labels]
+    labels[0] = ds.classes[(ds.labels[0] + 1) % 6]  # one wrong label: a miss
+    w = fw.Explorer(model, model.preprocess.batch(ds.images), labels=labels, classes=ds.classes)
+    caps, marks = w.gallery["captions"], w.gallery["marks"]
+    assert marks[0] == "miss" and marks[1:] == ["match"] * 5
+    assert caps[1].startswith(f"{labels[1]} → {labels[1]} 0.") or caps[1].endswith(" 1.00")
+    with pytest.raises(ValueError, match="has 6 outputs but classes= names 2"):
+        fw.Explorer(model, model.preprocess.batch(ds.images), classes=["a", "b"])
+    w.close()

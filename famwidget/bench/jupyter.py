@@ -58,15 +58,28 @@ def _answers(url: str) -> bool:
 
 def wait_for_kernel(page, timeout: float = 120_000) -> None:
     """Wait until the notebook's kernel is started and idle (the indicator alone is not enough)."""
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout)
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('.jp-Toolbar-kernelName')]"
+    page.wait_for_function(  # the status bar and the toolbar may each carry an indicator
+        "() => [...document.querySelectorAll('.jp-Notebook-ExecutionIndicator')]"
+        ".some(e => e.dataset.status === 'idle') &&"
+        " [...document.querySelectorAll('.jp-Toolbar-kernelName')]"
         ".some(e => /Python/.test(e.textContent))",
         timeout=timeout,
     )
 
 
-def run_all(page) -> None:
-    """Run every cell, through the Run menu."""
-    page.click("text=Run >> nth=0")
-    page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
+def run_all(page, attempts: int = 3) -> None:
+    """Run every cell through the Run menu; tries again if no cell started (a fresh server
+    can swallow the first click while it is still settling)."""
+    started = (
+        "() => [...document.querySelectorAll('.jp-InputPrompt')]"
+        ".some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"
+    )
+    for attempt in range(attempts):
+        page.click("text=Run >> nth=0")
+        page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
+        try:
+            page.wait_for_function(started, timeout=20_000)
+            return
+        except Exception:
+            if attempt == attempts - 1:
+                raise

@@ -59,6 +59,8 @@ class Explorer(anywidget.AnyWidget):
         methods: the methods the picker offers.
         interpreter: a fitted ``fw.Interpreter``; adds the method "vebi", whose channels are
             the three most relevant features of the predicted class.
+        classes: class names of a classifier: each thumbnail then shows the predicted class and
+            its probability, marked as a match or a miss when ``labels`` are those names.
         **options: passed to ``fw.explain`` (method options).
     """
 
@@ -71,6 +73,7 @@ class Explorer(anywidget.AnyWidget):
     heatmap = t.Bytes(b"").tag(sync=True)
     view = t.Dict().tag(sync=True)
     channels = t.Bytes(b"").tag(sync=True)
+    points = t.Bytes(b"").tag(sync=True)
     channel_info = t.Dict().tag(sync=True)
     state = t.Unicode("idle").tag(sync=True)
     error = t.Unicode("").tag(sync=True)
@@ -96,6 +99,7 @@ class Explorer(anywidget.AnyWidget):
         display: np.ndarray | None = None,
         methods: Sequence[str] | None = None,
         interpreter: Any = None,
+        classes: Sequence[str] | None = None,
         **options: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -121,11 +125,29 @@ class Explorer(anywidget.AnyWidget):
             method_info(name)  # unknown names fail here, with the list of valid ones
         layer_name, self._layer_modules = self._layers(layer)
         captions = _captions(labels, len(tensors))
+        marks: list[str] = []
+        if classes is not None:
+            predicted, probability, width = _predict(model, self._inputs, options.get("output_key"))
+            if width != len(classes):
+                raise ValueError(
+                    f"the model has {width} outputs but classes= names {len(classes)}; "
+                    "give one name per output"
+                )
+            names = [classes[int(c)] for c in predicted]
+            if labels is not None:
+                marks = [
+                    "match" if cap == name else "miss"
+                    for cap, name in zip(captions, names, strict=True)
+                ]
+            captions = [
+                f"{name} {float(p):.2f}" if labels is None else f"{cap} → {name} {float(p):.2f}"
+                for cap, name, p in zip(captions, names, probability, strict=True)
+            ]
         thumb_bytes, info = wire.thumbnails(shown)
         super().__init__(
             _esm=bundle(),
             thumbs=thumb_bytes,
-            gallery={**info, "captions": captions},
+            gallery={**info, "captions": captions, "marks": marks},
             methods=offered if method in offered else [method, *offered],
             method=method,
             layers=list(self._layer_modules),
@@ -319,6 +341,9 @@ class Explorer(anywidget.AnyWidget):
             },
             "channels": channel_bytes,
             "channel_info": channel_info,
+            "points": wire.encode_points(
+                None if explanation.points is None else explanation.points[0]
+            ),
         }
 
     def _show(self, payload: dict[str, Any], explanation: Explanation) -> None:
@@ -362,6 +387,18 @@ class Explorer(anywidget.AnyWidget):
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
         return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _predict(model: nn.Module, x: Tensor, key: Any) -> tuple[Tensor, Tensor, int]:
+    """Predicted class ``(B,)``, its softmax probability ``(B,)`` and the number of classes."""
+    from ..targets import feature_vector
+
+    with preserved(model), torch.inference_mode():
+        logits = torch.cat(
+            [feature_vector(model(x[i : i + 64]), key) for i in range(0, len(x), 64)]
+        )
+    probability, predicted = logits.float().softmax(dim=1).max(dim=1)
+    return predicted.cpu(), probability.cpu(), logits.shape[1]
 
 
 def _describe(explanation: Explanation) -> str:

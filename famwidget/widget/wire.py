@@ -80,3 +80,13 @@ def thumbnails(images: np.ndarray, height: int = 64) -> tuple[bytes, dict[str, A
     )
     out = (small + 0.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
     return out.tobytes(), {"n": int(n), "h": int(th), "w": int(tw)}
+
+
+def encode_points(points: Tensor | None) -> bytes:
+    """Fixations ``(N,2)`` int (y, x) → N*2 little-endian uint16 (y0, x0, y1, x1, ...)."""
+    if points is None or len(points) == 0:
+        return b""
+    p = points.detach().cpu().numpy()
+    if p.min() < 0 or p.max() > np.iinfo(np.uint16).max:
+        raise ValueError("fixation points must lie in 0..65535")
+    return p.astype("<u2").tobytes()

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { float16ToFloat32, fromBase64, toBytes } from "../../js/buffers.js";
+import { float16ToFloat32, fromBase64, toBytes, toUint16 } from "../../js/buffers.js";
 
 describe("toBytes", () => {
   const backing = new Uint8Array([9, 9, 1, 2, 3, 9]).buffer;
@@ -40,5 +40,15 @@ describe("float16ToFloat32", () => {
 describe("fromBase64", () => {
   it("decodes embedded page data", () => {
     expect(Array.from(fromBase64("AAH/"))).toEqual([0, 1, 255]);
+  });
+});
+
+describe("toUint16", () => {
+  it("reads aligned and unaligned views of little-endian pairs", () => {
+    const bytes = new Uint8Array([7, 1, 0, 2, 0, 3, 0]);
+    expect(Array.from(toUint16(new DataView(bytes.buffer, 1, 4)))).toEqual([1, 2]);
+    expect(Array.from(toUint16(new DataView(bytes.buffer, 1, 6)))).toEqual([1, 2, 3]);
+    const aligned = new Uint8Array([5, 0, 6, 1]);
+    expect(Array.from(toUint16(aligned))).toEqual([5, 262]);
   });
 });

@@ -1,0 +1,65 @@
+// @vitest-environment jsdom
+import { describe, expect, it, vi } from "vitest";
+import { h, setOptions } from "../../js/dom.js";
+import { markSelected, renderGallery } from "../../js/gallery.js";
+
+// jsdom has no 2-D canvas: the widget then skips painting (pixels are checked in Chromium).
+HTMLCanvasElement.prototype.getContext = () => null;
+
+describe("gallery", () => {
+  const thumbs = new Uint8Array(3 * 2 * 2 * 3); // three 2x2 thumbnails
+  const info = { n: 3, h: 2, w: 2, captions: ["a", "b", "c"], marks: ["match", "miss", ""] };
+
+  it("renders one button per thumbnail with index, caption and mark", () => {
+    const box = document.createElement("div");
+    renderGallery(box, new DataView(thumbs.buffer), info, () => {});
+    const items = box.querySelectorAll(".fw-thumb[data-index]");
+    expect(items.length).toBe(3);
+    expect(items[1].dataset.index).toBe("1");
+    expect(items[1].textContent).toBe("b");
+    expect(items[0].classList.contains("fw-mark-match")).toBe(true);
+    expect(items[1].classList.contains("fw-mark-miss")).toBe(true);
+  });
+
+  it("stops at the data it has and calls back with the clicked index", () => {
+    const box = document.createElement("div");
+    const pick = vi.fn();
+    renderGallery(box, thumbs.subarray(0, 2 * 2 * 2 * 3), info, pick);
+    expect(box.querySelectorAll(".fw-thumb").length).toBe(2);
+    box.querySelector(".fw-thumb[data-index='1']").click();
+    expect(pick).toHaveBeenCalledWith(1);
+  });
+
+  it("marks exactly one thumbnail as selected", () => {
+    const box = document.createElement("div");
+    renderGallery(box, thumbs, info, () => {});
+    markSelected(box, 2);
+    markSelected(box, 0);
+    const selected = [...box.querySelectorAll(".fw-selected")].map((e) => e.dataset.index);
+    expect(selected).toEqual(["0"]);
+  });
+});
+
+describe("dom helpers", () => {
+  it("h builds elements with classes, data, listeners and children", () => {
+    const click = vi.fn();
+    const el = h("button", { class: "x", dataset: { index: 4 }, onclick: click, disabled: false }, "hi", null);
+    el.click();
+    expect(el.className).toBe("x");
+    expect(el.dataset.index).toBe("4");
+    expect(el.hasAttribute("disabled")).toBe(false);
+    expect(el.textContent).toBe("hi");
+    expect(click).toHaveBeenCalledOnce();
+  });
+
+  it("setOptions replaces options only when they change", () => {
+    const select = document.createElement("select");
+    setOptions(select, ["a", "b"], "b");
+    const first = select.options[0];
+    setOptions(select, ["a", "b"], "a");
+    expect(select.options[0]).toBe(first);
+    expect(select.value).toBe("a");
+    setOptions(select, ["c"], "c");
+    expect([...select.options].map((o) => o.value)).toEqual(["c"]);
+  });
+});
