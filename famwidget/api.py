@@ -162,6 +162,10 @@ def explain(
     kwargs: dict[str, Any] = dict(
         target=chosen, output_key=output_key, autocast=PRECISIONS[precision], **options
     )
+    if not info.needs_layer and layer is not None:
+        raise ValueError(
+            f"method {method!r} walks the whole network: it takes no layer= (got {layer!r})"
+        )
     if info.needs_layer:
         if layer is None:
             name, module = default_layer(model, images)

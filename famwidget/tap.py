@@ -14,6 +14,7 @@ Layers are named as in ``model.named_modules()``; :func:`resolve_layer` turns a 
 
 from __future__ import annotations
 
+import difflib
 import threading
 import weakref
 from collections.abc import Iterator
@@ -148,8 +149,15 @@ def resolve_layer(
         if layer in modules and layer:
             return layer, modules[layer]
         names = layer_names(model)
-        shown = ", ".join(repr(n) for n in names[:40]) + (" ..." if len(names) > 40 else "")
-        raise ValueError(f"layer {layer!r} is not a submodule of the model; valid names: {shown}")
+        close = difflib.get_close_matches(layer, names, n=5, cutoff=0.6)
+        top = [n for n in names if "." not in n]
+        rest = [n for n in names if n not in close and n not in top]
+        shown = ", ".join(repr(n) for n in [*close, *top, *rest][:60])
+        more = " ..." if len(names) > 60 else ""
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"layer {layer!r} is not a submodule of the model{hint}; valid names: {shown}{more}"
+        )
     if isinstance(layer, nn.Module):
         for name, module in modules.items():
             if module is layer and name:

@@ -12,7 +12,7 @@ import { StaticModel } from "./standalone.js";
 function render({ model, el }) {
   const ui = buildDom(el);
   const local = { rgb: null, heat: null, H: 0, W: 0, channels: null, hover: null, pinned: null,
-                  point: null, partial: false, request: 0, pair: null, points: null };
+                  point: null, pair: null, points: null };
 
   const get = (name, fallback) => model.get(name) ?? fallback;
   const setState = (state) => { ui.root.dataset.state = state; };
@@ -25,7 +25,6 @@ function render({ model, el }) {
     local.rgb = rgb.length === local.H * local.W * 3 && rgb.length ? rgb : null;
     const heat = toBytes(get("heatmap", null));
     local.heat = heat.length === local.H * local.W && heat.length ? heat : null;
-    local.partial = false;
     local.points = toUint16(get("points", null));
     local.pair = decodePair(get("pair", {}), get("pair_image", null), get("pair_heatmap", null));
     ui.root.classList.toggle("fw-has-pair", !!local.pair);
@@ -145,11 +144,10 @@ function render({ model, el }) {
   }
 
   function pick(index) {
-    local.request += 1;
     markSelected(ui.gallery, index);
     setState("computing");
     setProgress(0);
-    model.send({ type: "select", index, request: local.request });
+    model.send({ type: "select", index });
   }
 
   function setProgress(value) {
@@ -163,9 +161,10 @@ function render({ model, el }) {
       setProgress(content.progress ?? 0);
       if (content.type === "partial" && buffers && buffers.length) {
         const heat = toBytes(buffers[0]);
-        if (heat.length === local.H * local.W && content.index === get("selected", -1)) {
+        // a partial map belongs to the image on screen only (the kernel labels it)
+        const onScreen = content.index === get("view", {}).index && get("state", "") === "computing";
+        if (heat.length === local.H * local.W && onScreen) {
           local.heat = heat;
-          local.partial = true;
           paint();
         }
       }
@@ -198,9 +197,14 @@ function render({ model, el }) {
   ui.threshold.addEventListener("input", () => { setTrait("threshold", Number(ui.threshold.value)); paint(); });
   ui.colormap.addEventListener("change", () => { setTrait("colormap", ui.colormap.value); paint(); });
   ui.sideBySide.addEventListener("change", () => { setTrait("side_by_side", ui.sideBySide.checked); paint(); });
-  ui.method.addEventListener("change", () => { setState("computing"); setTrait("method", ui.method.value); });
-  ui.layer.addEventListener("change", () => { setState("computing"); setTrait("layer", ui.layer.value); });
-  ui.pairTarget.addEventListener("change", () => { setState("computing"); setTrait("pair_target", ui.pairTarget.value); });
+  // a new method or layer re-explains the chosen image, if there is one
+  const choose = (name, value) => {
+    if (get("selected", -1) >= 0) setState("computing");
+    setTrait(name, value);
+  };
+  ui.method.addEventListener("change", () => choose("method", ui.method.value));
+  ui.layer.addEventListener("change", () => choose("layer", ui.layer.value));
+  ui.pairTarget.addEventListener("change", () => choose("pair_target", ui.pairTarget.value));
   ui.view.addEventListener("mousemove", onPointer);
 
   const drawGallery = () => {

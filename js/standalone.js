@@ -34,7 +34,8 @@ export class StaticModel {
     const names = [...this.pending];
     this.pending.clear();
     for (const name of names) this.emit(`change:${name}`);
-    if (names.includes("method") || names.includes("layer")) this.show(this.values.selected);
+    const choice = ["method", "layer", "pair_target"].some((n) => names.includes(n));
+    if (choice && this.values.selected >= 0) this.show(this.values.selected);
   }
 
   on(events, callback) {
@@ -58,7 +59,10 @@ export class StaticModel {
 
   /** Put the stored explanation of image `index` (current method and layer) on screen. */
   show(index) {
-    const key = `${this.values.method}|${this.values.layer}|${index}`;
+    if (!(index >= 0)) return;
+    const parts = [this.values.method, this.values.layer, index];
+    if (this.values.pair_target != null) parts.push(this.values.pair_target);
+    const key = parts.join("|");
     const stored = this.explanations[key];
     const changes = stored
       ? { ...decodeTraits(stored), selected: index, state: "ready", error: "", progress: 1 }

@@ -117,6 +117,25 @@ def test_resolve_layer_default_is_last_spatial(tiny_embedding, images):
     )
 
 
+def test_wrong_layer_name_suggests_the_closest(images):
+    import torchvision
+
+    model = torchvision.models.resnet18(weights=None)
+    with pytest.raises(ValueError, match=r"did you mean 'layer4'\?\); valid names: 'layer4'"):
+        fw.explain(model, images, layer="layer_4")
+
+
+def test_fixations_take_no_layer(tiny_embedding, images):
+    with pytest.raises(ValueError, match="takes no layer="):
+        fw.explain(tiny_embedding, images, method="fixations", layer="body")
+
+
+def test_detached_target_is_a_clear_error(tiny_embedding, images):
+    with pytest.raises(ValueError, match="differentiable"):
+        fw.explain(tiny_embedding, images, target=lambda out: out.detach().sum(1))
+    assert all(len(m._forward_hooks) == 0 for m in tiny_embedding.modules())
+
+
 def test_wrong_layer_name_lists_valid_ones(tiny_embedding, images):
     with pytest.raises(ValueError, match=r"'body\.3'.*'head'|valid names: .*'body\.3'"):
         fw.explain(tiny_embedding, images, layer="nope")

@@ -38,12 +38,12 @@ def photos(names: list[str] | None = None) -> dict[str, np.ndarray]:
     Raises:
         ImportError: if a package that holds a requested photo is not installed (the message
             names the package to ``pip install``).
-        KeyError: for an unknown name.
+        ValueError: for an unknown name.
     """
     wanted = list(SOURCES) if names is None else list(names)
     for name in wanted:
         if name not in SOURCES:
-            raise KeyError(f"unknown photo {name!r}; available: {', '.join(SOURCES)}")
+            raise ValueError(f"unknown photo {name!r}; available: {', '.join(SOURCES)}")
     out = {}
     for name in wanted:
         if name not in _CACHE:

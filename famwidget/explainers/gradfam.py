@@ -39,7 +39,17 @@ def gradient_weights(
         if tap.output is None:
             raise ValueError("the explained layer did not run in the model's forward pass")
         activations = tap.output
-        (grads,) = torch.autograd.grad(scores.float().sum(), activations)
+        if not scores.requires_grad:
+            raise ValueError(
+                f"the target {target!r} does not depend on the model output through autograd "
+                "(a detached or constant score); a target must return a differentiable (B,) tensor"
+            )
+        (grads,) = torch.autograd.grad(scores.float().sum(), activations, allow_unused=True)
+        if grads is None:
+            raise ValueError(
+                "the target does not depend on the explained layer (a side branch?); pick a "
+                "layer on the path to the output"
+            )
     weights = grads.float().mean(dim=(2, 3))
     return activations.detach().float(), weights.detach(), scores.detach().float()
 

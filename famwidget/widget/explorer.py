@@ -231,19 +231,40 @@ class Explorer(anywidget.AnyWidget):
         """What identifies an explanation on screen (and in the cache)."""
         return (index, self.method, self.layer)
 
+    def _variants(self) -> list[tuple]:
+        """The values of the key's extra parts (after index, method, layer) a page embeds."""
+        return [()]
+
     def _request(self, index: int) -> Future:
+        """Make image ``index`` the newest request; its result alone may reach the screen.
+
+        Under the worker's lock: the request supersedes every earlier one, then the screen
+        shows the cached view, or the new image with no heatmap yet (so a partial map of the
+        new image is never drawn over the old one).
+        """
         key = self._key(index)
-        with self.hold_sync():
-            self.selected = index
-            self.state = "computing"
-            self.error = ""
-            self.progress = 0.0
-        if key in self._cache:
-            self._show(*self._cache[key])
-            self._pending = self._worker.submit(lambda stale: None)  # supersedes running work
-        else:
+        with self._worker.lock:
+            if key in self._cache:
+                self._pending = self._worker.submit(lambda stale: None)
+                self._show(*self._cache[key])
+                return self._pending
             self._pending = self._worker.submit(lambda stale: self._run(key, stale))
+            with self.hold_sync():
+                for name, value in self._placeholder(index).items():
+                    setattr(self, name, value)
+                self.selected = index
+                self.state = "computing"
+                self.error = ""
+                self.progress = 0.0
         return self._pending
+
+    def _placeholder(self, index: int) -> dict[str, Any]:
+        """The traits of image ``index`` while it is being explained (no heatmap yet)."""
+        rgb = self._shown[index]
+        view = {"h": int(rgb.shape[0]), "w": int(rgb.shape[1]), "index": index,
+                "caption": f"{self._captions[index]} · {self.method} …"}  # fmt: skip
+        empty = {"heatmap": b"", "channels": b"", "channel_info": {}, "points": b""}
+        return {"image": wire.encode_image(rgb), "view": view, **empty}
 
     def _run(self, key: tuple, stale: Callable[[], bool]) -> None:
         try:
@@ -251,32 +272,40 @@ class Explorer(anywidget.AnyWidget):
         except Stale:
             return
         except Exception as error:
-            if not stale():
+            message = f"{type(error).__name__}: {error}"
+
+            def show_error() -> None:
                 self._explanation = None
                 with self.hold_sync():
-                    self.error = f"{type(error).__name__}: {error}"
+                    self.error = message
                     self.state = "error"
                     self.progress = 0.0
+
+            self._worker.publish(stale, show_error)
             raise
-        if not stale():
-            self._show(payload, explanation)
+        self._worker.publish(stale, lambda: self._show(payload, explanation))
 
     def _explained(
-        self, key: tuple, stale: Callable[[], bool] = lambda: False
+        self, key: tuple, stale: Callable[[], bool] = lambda: False, stream: bool = True
     ) -> tuple[dict[str, Any], Explanation]:
         """The traits and the Explanation for ``key``, computed once and cached."""
         if key not in self._cache:
-            self._cache[key] = self._build(key, stale)
+            self._cache[key] = self._build(key, stale, stream)
         return self._cache[key]
 
-    def _build(self, key: tuple, stale: Callable[[], bool]) -> tuple[dict[str, Any], Explanation]:
+    def _build(
+        self, key: tuple, stale: Callable[[], bool], stream: bool = True
+    ) -> tuple[dict[str, Any], Explanation]:
         index, method, layer = key[:3]
-        explanation = self._explain_one(self._inputs[index], method, layer, self._target, stale)
+        explanation = self._explain_one(
+            index, self._inputs[index], method, layer, self._target, stale, stream
+        )
         caption = f"{self._captions[index]} · {_describe(explanation)}"
         return self._view(index, self._shown[index], explanation, caption), explanation
 
     def _explain_one(
         self,
+        index: int,
         image: Tensor,
         method: str,
         layer: str,
@@ -284,24 +313,23 @@ class Explorer(anywidget.AnyWidget):
         stale: Callable[[], bool],
         stream: bool = True,
     ) -> Explanation:
-        """Explain one image ``(3,H,W)``; long methods stream partial maps to the browser."""
+        """Explain one image ``(3,H,W)``; long methods stream partial maps to the browser,
+        labelled with ``index`` (the view they belong to)."""
         if method == "vebi":  # the interpretation method: its three features are the channels
             return self._interpreter.explain(image[None]).cpu()
         options = dict(self._options)
         info = method_info(method)
         if stream and "on_progress" in inspect.signature(info.function).parameters:
-            selected = self.selected
 
             def on_progress(done: int, total: int, partial: Explanation | None) -> None:
-                if stale():
-                    raise Stale
                 content = {
                     "type": "partial" if partial is not None else "progress",
-                    "index": selected,
+                    "index": index,
                     "progress": done / max(total, 1),
                 }
                 buffers = [wire.encode_heatmap(partial.heatmap[0])] if partial is not None else []
-                self.send(content, buffers)
+                if not self._worker.publish(stale, lambda: self.send(content, buffers)):
+                    raise Stale
 
             options["on_progress"] = on_progress
         kwargs: dict[str, Any] = {"target": target, **options}
@@ -348,6 +376,7 @@ class Explorer(anywidget.AnyWidget):
 
     def _show(self, payload: dict[str, Any], explanation: Explanation) -> None:
         self._explanation = explanation
+        self._explanation_index = payload["view"]["index"]
         with self.hold_sync():
             for name, value in payload.items():
                 setattr(self, name, value)
@@ -382,7 +411,7 @@ class Explorer(anywidget.AnyWidget):
         if self._explanation is None:
             raise ValueError("nothing is explained yet: click a thumbnail or call select(i)")
         picture = self._explanation.overlay(
-            self._shown[self.selected], alpha=self.alpha, cmap=self.colormap
+            self._shown[self._explanation_index], alpha=self.alpha, cmap=self.colormap
         )
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")

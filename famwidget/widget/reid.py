@@ -100,15 +100,25 @@ class ReIDExplorer(Explorer):
             raise ValueError(f"pair_target must be one of {PAIR_TARGETS}, not {self.pair_target!r}")
         return (index, self.method, self.layer, self.pair_target)
 
-    def _build(self, key: tuple, stale: Callable[[], bool]) -> tuple[dict[str, Any], Explanation]:
+    def _variants(self) -> list[tuple]:
+        return [(target,) for target in PAIR_TARGETS]
+
+    def _placeholder(self, index: int) -> dict[str, Any]:
+        return {**super()._placeholder(index), "pair_image": b"", "pair_heatmap": b"", "pair": {}}
+
+    def _build(
+        self, key: tuple, stale: Callable[[], bool], stream: bool = True
+    ) -> tuple[dict[str, Any], Explanation]:
         index, method, layer, pair_target = key
         if pair_target == "similarity":
             result_target = Similarity(self._query_feature, name="query")
             query_target = Similarity(self._gallery_features[index], name=f"result {index + 1}")
         else:
             result_target = query_target = Embedding()
-        result = self._explain_one(self._inputs[index], method, layer, result_target, stale)
-        query = self._explain_one(self._query, method, layer, query_target, stale, stream=False)
+        result = self._explain_one(
+            index, self._inputs[index], method, layer, result_target, stale, stream
+        )
+        query = self._explain_one(index, self._query, method, layer, query_target, stale, False)
         caption = f"result {self._captions[index]} · {_describe(result)}"
         payload = self._view(index, self._shown[index], result, caption)
         payload["pair_image"] = wire.encode_image(self._query_rgb)

@@ -28,6 +28,7 @@ TRAITS = (
     "view",
     "channels",
     "channel_info",
+    "points",
     "state",
     "error",
     "progress",
@@ -60,10 +61,12 @@ def page_payload(widget: Explorer, methods: list[str]) -> dict[str, Any]:
     explanations: dict[str, Any] = {}
     n = widget.gallery.get("n", 0)
     for method in methods:
-        for index in range(n):
-            payload, _ = widget._explained((index, method, widget.layer, *widget._key(0)[3:]))
-            key = f"{method}|{widget.layer}|{index}"
-            explanations[key] = {k: _json_value(v) for k, v in payload.items()}
+        for variant in widget._variants():
+            for index in range(n):
+                key = (index, method, widget.layer, *variant)
+                payload, _ = widget._explained(key, stream=False)
+                name = "|".join(map(str, [method, widget.layer, index, *variant]))
+                explanations[name] = {k: _json_value(v) for k, v in payload.items()}
     names = [*TRAITS, *(n for n in EXTRA_TRAITS if widget.has_trait(n))]
     traits = {name: _json_value(getattr(widget, name)) for name in names}
     traits["methods"] = list(dict.fromkeys([widget.method, *methods]))

@@ -22,18 +22,28 @@ class Worker:
     def __init__(self, name: str = "famwidget-worker") -> None:
         self._queue: queue.Queue = queue.Queue()
         self._latest = 0
-        self._lock = threading.Lock()
+        self.lock = threading.RLock()
+        """Held by :meth:`submit` and :meth:`publish`: a job that was superseded can never put
+        its result on screen after the newer request has been made."""
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, job: Callable[[Callable[[], bool]], Any]) -> Future:
         """Queue ``job(stale)`` and make it the newest request; returns its Future."""
         future: Future = Future()
-        with self._lock:
+        with self.lock:
             self._latest += 1
             ticket = self._latest
         self._queue.put((ticket, job, future))
         return future
+
+    def publish(self, stale: Callable[[], bool], show: Callable[[], None]) -> bool:
+        """Run ``show()`` only if the job is still the newest, atomically with :meth:`submit`."""
+        with self.lock:
+            if stale():
+                return False
+            show()
+            return True
 
     def _run(self) -> None:
         while True:
