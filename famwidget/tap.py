@@ -123,15 +123,16 @@ def spatial_layers(model: nn.Module, example: Tensor) -> list[str]:
 
         return hook
 
-    try:
-        for name, module in model.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(record(name)))
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    with model_lock(model):  # no other thread's forward pass may run through these hooks
+        try:
+            for name, module in model.named_modules():
+                if name:
+                    handles.append(module.register_forward_hook(record(name)))
+            with torch.no_grad():
+                model(example)
+        finally:
+            for h in handles:
+                h.remove()
     return order
 
 

@@ -58,13 +58,14 @@ def default_layers(model: nn.Module, example: Tensor) -> list[str]:
 
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in modules.items() if n]
-    try:
-        with preserved(model), torch.inference_mode():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    with preserved(model):  # holds the model's lock: no other thread's forward sees the hooks
+        handles = [m.register_forward_hook(hook(n)) for n, m in modules.items() if n]
+        try:
+            with torch.inference_mode():
+                model(example)
+        finally:
+            for h in handles:
+                h.remove()
     once = [n for n in spatial if calls[n] == 1]
     chosen = [n for n in once if _is_block_output(modules[n])]
     chosen = chosen or [n for n in once if isinstance(modules[n], nn.Conv2d)]
