@@ -212,3 +212,22 @@ def test_to_html_sends_nothing_to_the_live_widget(tiny_embedding, images, tmp_pa
     w.to_html(tmp_path / "page.html")
     assert sent == [] and w.selected == 2
     w.close()
+
+
+def test_every_message_stays_under_one_megabyte():
+    """Colab drops larger comm messages: big inputs and big galleries are sized to fit."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=4, padding=1), torch.nn.ReLU())
+    w = fw.Explorer(model, torch.rand(3, 3, 600, 640))
+    sizes = []
+    w._send = lambda msg, buffers=None: sizes.append(
+        len(json.dumps(msg)) + sum(len(bytes(b)) for b in buffers or [])
+    )
+    exp = w.select(1)
+    assert sizes and max(sizes) < 1_000_000
+    assert (w.view["h"], w.view["w"]) == (480, 512) and len(w.heatmap) == 480 * 512
+    assert exp.heatmap.shape == (1, 600, 640)  # the Explanation keeps the input resolution
+    many = fw.Explorer(model, torch.rand(400, 3, 32, 32))
+    assert len(many.thumbs) < 500_000 and many.gallery["h"] < 32
+    w.close()
+    many.close()

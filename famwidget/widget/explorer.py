@@ -354,9 +354,15 @@ class Explorer(anywidget.AnyWidget):
             names=names,
         )
         score = None if explanation.scores is None else float(explanation.scores[0])
+        heat = explanation.heatmap[0]
+        size = (int(rgb.shape[0]), int(rgb.shape[1]))
+        points = None if explanation.points is None else explanation.points[0]
+        if points is not None and tuple(heat.shape) != size:
+            scale = torch.tensor([size[0] / heat.shape[0], size[1] / heat.shape[1]])
+            points = (points.float() * scale).long().clamp_max(torch.tensor(size) - 1)
         return {
             "image": wire.encode_image(rgb),
-            "heatmap": wire.encode_heatmap(explanation.heatmap[0]),
+            "heatmap": wire.encode_heatmap(wire.resize_map(heat, size)),
             "view": {
                 "h": int(rgb.shape[0]),
                 "w": int(rgb.shape[1]),
@@ -369,14 +375,19 @@ class Explorer(anywidget.AnyWidget):
             },
             "channels": channel_bytes,
             "channel_info": channel_info,
-            "points": wire.encode_points(
-                None if explanation.points is None else explanation.points[0]
-            ),
+            "points": wire.encode_points(points),
         }
 
     def _show(self, payload: dict[str, Any], explanation: Explanation) -> None:
         self._explanation = explanation
         self._explanation_index = payload["view"]["index"]
+        binary = sum(len(v) for v in payload.values() if isinstance(v, bytes))
+        if binary > wire.MESSAGE_LIMIT:
+            # Too large for one message: the picture first (with no heatmap yet), then the rest.
+            first = {k: v for k, v in payload.items() if k in ("image", "view", "pair_image")}
+            with self.hold_sync():
+                for name, value in {**self._placeholder(first["view"]["index"]), **first}.items():
+                    setattr(self, name, value)
         with self.hold_sync():
             for name, value in payload.items():
                 setattr(self, name, value)
@@ -490,6 +501,9 @@ def _inputs(
         if tensors.shape[1] == 1:
             scaled = scaled.expand(-1, 3, -1, -1)
         shown = (scaled[:, :3].permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    h, w = wire.fit_side(int(H), int(W))
+    if (h, w) != (H, W):  # very large inputs are shown smaller (each message stays < 1 MB)
+        shown = np.stack([_resized(np.ascontiguousarray(im), h, w) for im in shown])
     return tensors, np.ascontiguousarray(shown)
 
 

@@ -15,6 +15,12 @@ from torch import Tensor
 
 #: channels of the activation stack sent per explanation (ranked by |weight| x mean activation)
 TOP_CHANNELS = 32
+#: Colab drops comm messages over 1 MB: every message stays under this many bytes
+MESSAGE_LIMIT = 900_000
+#: the longer side of the image shown (and of its heatmap) at most, in pixels
+MAX_SIDE = 512
+#: the bytes all thumbnails may take together in the widget's opening message
+THUMBS_BUDGET = 400_000
 
 
 def encode_heatmap(heatmap: Tensor) -> bytes:
@@ -70,9 +76,13 @@ def encode_channels(
 
 
 def thumbnails(images: np.ndarray, height: int = 64) -> tuple[bytes, dict[str, Any]]:
-    """``(N,H,W,3)`` uint8 → the thumbnails' bytes ``(N,h,w,3)`` and ``{n, h, w}``."""
+    """``(N,H,W,3)`` uint8 → the thumbnails' bytes ``(N,h,w,3)`` and ``{n, h, w}``.
+
+    Large galleries get smaller thumbnails, so that all of them stay within THUMBS_BUDGET.
+    """
     n, H, W, _ = images.shape
-    th = min(height, H)
+    fit = int((THUMBS_BUDGET / max(n * 3 * W / H, 1e-9)) ** 0.5)
+    th = max(8, min(height, H, fit))
     tw = max(1, round(W * th / H))
     t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
     small = (
@@ -90,3 +100,18 @@ def encode_points(points: Tensor | None) -> bytes:
     if p.min() < 0 or p.max() > np.iinfo(np.uint16).max:
         raise ValueError("fixation points must lie in 0..65535")
     return p.astype("<u2").tobytes()
+
+
+def fit_side(h: int, w: int, limit: int = MAX_SIDE) -> tuple[int, int]:
+    """``(h, w)`` scaled down (aspect kept) so that the longer side is at most ``limit``."""
+    scale = min(1.0, limit / max(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def resize_map(heatmap: Tensor, size: tuple[int, int]) -> Tensor:
+    """``(H,W)`` map → ``size`` (bilinear); unchanged when the size is already right."""
+    if tuple(heatmap.shape) == tuple(size):
+        return heatmap
+    return torch.nn.functional.interpolate(
+        heatmap[None, None].float(), size=size, mode="bilinear", align_corners=False
+    )[0, 0]
