@@ -40,6 +40,15 @@ def tiny_embedding() -> TinyEmbedding:
     return model
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors: one thread avoids oversubscribing the few shared cores of CI."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def images() -> torch.Tensor:
     torch.manual_seed(1)

@@ -105,7 +105,8 @@ def test_to_html_embeds_state_and_every_explanation(explorer, tmp_path):
     path = explorer.to_html(tmp_path / "page.html", methods=["grad-fam", "grad-cam"])
     text = path.read_text()
     assert "</script" not in text.split('id="fw-bundle">')[1].split("</script>")[0]
-    state = json.loads(re.search(r'id="fw-state">(.*?)</script>', text, re.S).group(1))
+    states = json.loads(re.search(r'id="fw-states">(.*?)</script>', text, re.S).group(1))
+    state = states["page"]
     assert state["traits"]["selected"] == 3 and state["traits"]["state"] == "ready"
     keys = set(state["explanations"])
     assert keys == {f"{m}|body|{i}" for m in ("grad-fam", "grad-cam") for i in range(5)}

@@ -9,14 +9,7 @@ from torch import nn
 
 from famwidget.explainers.interpretation import Interpreter, default_layers, feature_vector
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread avoids oversubscribing the few shared cores of CI."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def planted_net() -> nn.Sequential:

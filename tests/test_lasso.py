@@ -8,14 +8,7 @@ import torch
 
 from famwidget.explainers.lasso import constrained_lasso, project_l1_ball
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread avoids oversubscribing the few shared cores of CI."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def lars_at_budget(X: np.ndarray, y: np.ndarray, tau: float) -> np.ndarray:

@@ -13,8 +13,6 @@ to their text or image representation.
 from __future__ import annotations
 
 import copy
-import html
-import json
 import pathlib
 import re
 from typing import Any
@@ -23,21 +21,6 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 _REMOTE_SCRIPT = re.compile(r"<script\b[^>]*>(?:(?!</script>).)*?</script>", re.S | re.I)
 _URL = re.compile(r"""(src=["']|from\s+["']|import\s*\(\s*["'])https?://""", re.I)
-
-MOUNT = """
-<script type="text/plain" id="fw-bundle">{bundle}</script>
-<script type="application/json" id="fw-states">{states}</script>
-<script type="module">
-const source = document.getElementById("fw-bundle").textContent;
-const url = URL.createObjectURL(new Blob([source], {{ type: "text/javascript" }}));
-const widget = await import(url);
-const states = JSON.parse(document.getElementById("fw-states").textContent);
-for (const el of document.querySelectorAll(".fw-export[data-model]")) {{
-  const payload = states[el.dataset.model];
-  if (payload) {{ el.replaceChildren(); widget.mountStandalone(el, payload); }}
-}}
-</script>
-"""
 
 
 def famwidget_states(nb: Any) -> dict[str, dict[str, Any]]:
@@ -65,6 +48,7 @@ def export_notebook(
     from nbconvert import HTMLExporter
 
     from .explorer import bundle as package_bundle
+    from .standalone import mount_point, mount_scripts
 
     source = pathlib.Path(path)
     nb = nbformat.read(source, as_version=4)
@@ -81,18 +65,12 @@ def export_notebook(
             model_id = data.get(WIDGET_VIEW, {}).get("model_id")
             if model_id in states:
                 data.pop(WIDGET_VIEW)
-                data["text/html"] = (
-                    f'<div class="fw-export" data-model="{html.escape(model_id)}">'
-                    "famwidget view (needs JavaScript)</div>"
-                )
+                data["text/html"] = mount_point(model_id)
     nb.metadata.pop("widgets", None)
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
     body = _REMOTE_SCRIPT.sub(lambda m: "" if _URL.search(m.group(0)) else m.group(0), body)
     saved_esm = next((s["traits"].get("_esm") for s in states.values()), None)
-    script = MOUNT.format(
-        bundle=(saved_esm or package_bundle()).replace("</", "<\\/"),
-        states=json.dumps(states, separators=(",", ":")).replace("</", "<\\/"),
-    )
+    script = mount_scripts(saved_esm or package_bundle(), states)
     body = body.replace("</body>", script + "</body>") if "</body>" in body else body + script
     target = pathlib.Path(out) if out is not None else source.with_suffix(".html")
     target.write_text(body, encoding="utf-8")

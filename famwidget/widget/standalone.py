@@ -76,6 +76,35 @@ def page_payload(widget: Explorer, methods: list[str]) -> dict[str, Any]:
     return {"traits": traits, "explanations": explanations}
 
 
+MOUNT = """
+<script type="text/plain" id="fw-bundle">{bundle}</script>
+<script type="application/json" id="fw-states">{states}</script>
+<script type="module">
+const source = document.getElementById("fw-bundle").textContent;
+const url = URL.createObjectURL(new Blob([source], {{ type: "text/javascript" }}));
+const widget = await import(url);
+const states = JSON.parse(document.getElementById("fw-states").textContent);
+for (const el of document.querySelectorAll(".fw-export[data-model]")) {{
+  const payload = states[el.dataset.model];
+  if (payload) {{ el.replaceChildren(); widget.mountStandalone(el, payload); }}
+}}
+</script>
+"""
+
+
+def mount_point(model_id: str) -> str:
+    """The element a page's widget ``model_id`` renders into (text shown without JavaScript)."""
+    return (
+        f'<div class="fw-export" data-model="{html.escape(model_id)}">'
+        "famwidget view (needs JavaScript)</div>"
+    )
+
+
+def mount_scripts(bundle_source: str, states: dict[str, Any]) -> str:
+    """The bundle (loaded from a Blob URL) and the states that fill every mount point."""
+    return MOUNT.format(bundle=bundle_source.replace("</", "<\\/"), states=_script_json(states))
+
+
 PAGE = """<!doctype html>
 <html lang="en">
 <head>
@@ -86,17 +115,9 @@ PAGE = """<!doctype html>
 sans-serif; color: #656d76; max-width: 860px; }}</style>
 </head>
 <body>
-<div id="fw-root"></div>
+{mount}
 <p class="fw-page-note">{note}</p>
-<script type="text/plain" id="fw-bundle">{bundle}</script>
-<script type="application/json" id="fw-state">{state}</script>
-<script type="module">
-const source = document.getElementById("fw-bundle").textContent;
-const url = URL.createObjectURL(new Blob([source], {{ type: "text/javascript" }}));
-const widget = await import(url);
-const payload = JSON.parse(document.getElementById("fw-state").textContent);
-widget.mountStandalone(document.getElementById("fw-root"), payload);
-</script>
+{scripts}
 </body>
 </html>
 """
@@ -118,8 +139,8 @@ def write_page(
     text = PAGE.format(
         title=html.escape(title),
         note=html.escape(note or "Made with famwidget: this page works offline, with no kernel."),
-        bundle=bundle().replace("</", "<\\/"),
-        state=_script_json(page_payload(widget, methods)),
+        mount=mount_point("page"),
+        scripts=mount_scripts(bundle(), {"page": page_payload(widget, methods)}),
     )
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
