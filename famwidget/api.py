@@ -6,8 +6,6 @@ method's function; it leaves the model exactly as it found it (see ``famwidget.t
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 import weakref
 from collections.abc import Callable
@@ -68,15 +66,12 @@ def method_info(name: str) -> Method:
 def _load_builtin() -> None:
     if _REGISTRY:
         return
-    from .explainers import gradfam
+    from .explainers import fixations, gradfam, scorefam
 
     register(Method("grad-fam", gradfam.grad_fam, Embedding, summary="gradients of ||f(x)||"))
     register(Method("grad-cam", gradfam.grad_cam, Predicted, summary="gradients of a class logit"))
-    for family in ("scorefam", "fixations"):
-        name = f"famwidget.explainers.{family}"
-        if importlib.util.find_spec(name) is not None:
-            for m in importlib.import_module(name).METHODS:
-                register(m)
+    for method in (*scorefam.METHODS, *fixations.METHODS):
+        register(method)
 
 
 def model_device(model: nn.Module) -> torch.device:

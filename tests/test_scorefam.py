@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import famwidget as fw
-from famwidget.api import Method
 from famwidget.explainers import scorefam
 from famwidget.targets import ClassLogit, Dimension, Embedding, Predicted, Similarity
 
@@ -496,7 +495,6 @@ def test_auto_precision_is_bf16_only_where_measured():
     assert scorefam.auto_precision(model.double(), x.double()) == "fp32"
 
 
-@pytest.mark.skipif(not hasattr(Method, "auto_precision"), reason="api without precision='auto'")
 def test_explain_default_precision_is_auto():
     model, x = small(), blobs(1)
     exp = fw.explain(model, x, "score-fam", layer="features")

@@ -88,8 +88,8 @@ def fixations(
             double, ssl_net, reid_net), the pointing game from 0.55 / 0.95 / 0.41 / 0.55 to
             0.90 / 0.99 / 0.59 / 0.67, the heatmap mass inside the parts stayed equal or rose.
         radius: outlier radius as a share of the image diagonal (0.1, the paper's value).
-        share: a fixation is kept when more than this share of all fixations of the image
-            lie within ``radius`` of it (itself included; 0.05 = 5%).
+        share: a fixation is kept when more than this share of the image's distinct fixation
+            pixels lie within ``radius`` of it (itself included; 0.05 = 5%).
         sigma: Gaussian blur as a share of ``min(H, W)`` (0.09: 20 px at 224); 0 = no blur.
         energy: share of ``||f||²`` carried by the start dimensions of an embedding.
 

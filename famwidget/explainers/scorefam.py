@@ -502,11 +502,19 @@ def _extra(batch_size: int, forwards: int) -> dict[str, Any]:
 score_cam = partial(score_fam, method="score-cam")
 """Score-CAM: :func:`score_fam` with a class target (default ``Predicted()``)."""
 
-# ``precision="auto"`` needs Method.auto_precision in famwidget.api; without it, explain's
-# default stays fp32 and the methods work unchanged.
-_AUTO = {"auto_precision": auto_precision} if hasattr(Method, "auto_precision") else {}
-
 METHODS = [
-    Method("score-fam", score_fam, Embedding, summary="cosine of masked copies' features", **_AUTO),
-    Method("score-cam", score_cam, Predicted, summary="class score of masked copies", **_AUTO),
+    Method(
+        "score-fam",
+        score_fam,
+        Embedding,
+        summary="cosine of masked copies' features",
+        auto_precision=auto_precision,
+    ),
+    Method(
+        "score-cam",
+        score_cam,
+        Predicted,
+        summary="class score of masked copies",
+        auto_precision=auto_precision,
+    ),
 ]
