@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from famwidget.explainers.interpretation import Interpreter, default_layers, feature_vector
+from famwidget.explainers.interpretation import Interpreter, default_layers, energy_features
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -82,8 +82,8 @@ def test_default_layers_are_block_outputs():
 def test_feature_vector_is_l1_per_layer_then_l2():
     e = [torch.tensor([[1.0, 3.0]]), torch.tensor([[2.0, 2.0, 4.0]])]
     expected = torch.tensor([[0.25, 0.75, 0.25, 0.25, 0.5]])
-    assert torch.allclose(feature_vector(e), expected / expected.norm())
-    assert torch.equal(feature_vector([torch.zeros(1, 3)]), torch.zeros(1, 3))
+    assert torch.allclose(energy_features(e), expected / expected.norm())
+    assert torch.equal(energy_features([torch.zeros(1, 3)]), torch.zeros(1, 3))
 
 
 def test_relevant_features_find_the_planted_channels(fitted, data):

@@ -115,7 +115,7 @@ class _EnergyTap:
         self.handles = []
 
 
-def feature_vector(energies: Sequence[Tensor]) -> Tensor:
+def energy_features(energies: Sequence[Tensor]) -> Tensor:
     """Per layer ``(B,K_l)`` energies → ``(B,D)``: L1 within each layer, concat, then L2."""
     parts = [e / e.sum(dim=1, keepdim=True).clamp_min(1e-30) for e in energies]
     return F.normalize(torch.cat(parts, dim=1), dim=1)
@@ -219,7 +219,7 @@ class Interpreter:
         if self.sizes is not None and sizes != self.sizes:
             raise ValueError(f"the layers have {sizes} channels, the fitted weights {self.sizes}")
         self.sizes = sizes
-        return feature_vector(energies).clone(), output
+        return energy_features(energies).clone(), output
 
     def features(self, images: Tensor | Iterable, batch_size: int = 64) -> Tensor:
         """Feature vectors ``(N,D)`` float32 of ``images`` (a tensor or an iterable of batches)."""

@@ -22,9 +22,9 @@ import torch
 import traitlets as t
 from torch import Tensor, nn
 
-from ..api import check_images, default_layer, explain, method_info, methods, model_device
+from ..api import check_images, explain, method_info, methods, model_device
 from ..explanation import Explanation, to_uint8_rgb
-from ..tap import preserved, spatial_layers
+from ..tap import preserved, resolve_layer, spatial_layers
 from ..targets import Target
 from . import wire
 from .worker import Stale, Worker
@@ -213,14 +213,14 @@ class Explorer(anywidget.AnyWidget):
 
     def _layers(self, layer: str | nn.Module | None) -> tuple[str, dict[str, nn.Module]]:
         """The chosen layer's name and the layers offered by the picker (coarse ones first)."""
-        example = self._inputs[:1]
-        chosen = default_layer(self._model, example)[0] if layer is None else None
-        if chosen is None:
-            from ..tap import resolve_layer
-
+        with preserved(self._model):  # one probing pass finds the default and the choices
+            names = spatial_layers(self._model, self._inputs[:1])
+        if layer is not None:
             chosen = resolve_layer(self._model, layer)[0]
-        with preserved(self._model):
-            names = spatial_layers(self._model, example)
+        elif names:
+            chosen = names[-1]  # as fw.explain's layer=None: the last spatial layer
+        else:
+            raise ValueError("the model has no submodule with a 4-D (B,K,h,w) output")
         offered = [n for n in names if n.count(".") <= 1] or names
         if chosen not in offered:
             offered.append(chosen)
