@@ -44,6 +44,7 @@ model = torch.nn.Sequential(
     torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
 )
 w = fw.Explorer(model, torch.rand(4, 3, 64, 64), method="score-fam", batch_size=4)
+w.stream_interval = 0  # this tiny model is fast: stream every partial map
 w
 """
 

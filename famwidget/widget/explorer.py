@@ -12,6 +12,7 @@ import contextlib
 import inspect
 import io
 import pathlib
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from typing import Any
@@ -86,6 +87,9 @@ class Explorer(anywidget.AnyWidget):
     methods = t.List(t.Unicode()).tag(sync=True)
     layer = t.Unicode("").tag(sync=True)
     layers = t.List(t.Unicode()).tag(sync=True)
+
+    stream_interval = 0.05
+    """Seconds between two streamed partial maps at least (the last one is always sent)."""
 
     def __init__(
         self,
@@ -320,8 +324,15 @@ class Explorer(anywidget.AnyWidget):
         options = dict(self._options)
         info = method_info(method)
         if stream and "on_progress" in inspect.signature(info.function).parameters:
+            last = [0.0]
 
             def on_progress(done: int, total: int, partial: Explanation | None) -> None:
+                now = time.monotonic()
+                if now - last[0] < self.stream_interval and done < total:
+                    if stale():
+                        raise Stale
+                    return  # streamed often enough: skip this partial map
+                last[0] = now
                 content = {
                     "type": "partial" if partial is not None else "progress",
                     "index": index,
