@@ -324,7 +324,7 @@ class Explorer(anywidget.AnyWidget):
         options = dict(self._options)
         info = method_info(method)
         if stream and "on_progress" in inspect.signature(info.function).parameters:
-            last = [0.0]
+            last = [-float("inf")]  # the first partial map is always sent
 
             def on_progress(done: int, total: int, partial: Explanation | None) -> None:
                 now = time.monotonic()
