@@ -5,6 +5,8 @@ All maps are upcast to float32 before resizing and normalising (autocast may han
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -33,3 +35,11 @@ def cam(activations: Tensor, weights: Tensor, size: tuple[int, int]) -> Tensor:
     """``minmax(U(ReLU(sum_k w_k A_k)))``: ``(B,K,h,w)`` and ``(B,K)`` give ``(B,H,W)`` in [0,1]."""
     combined = torch.einsum("bk,bkhw->bhw", weights.float(), activations.float())
     return minmax(upsample(torch.relu(combined), size))
+
+
+def gaussian_kernel(sigma: float, device: torch.device | str = "cpu") -> Tensor:
+    """Normalised 1-D Gaussian ``(2r+1,)`` with ``r = ceil(3 sigma)``, float32."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    return kernel / kernel.sum()

@@ -32,7 +32,7 @@ from torch import Tensor, fx, nn
 
 from ..api import Method
 from ..explanation import Explanation
-from ..maps import minmax
+from ..maps import gaussian_kernel, minmax
 from ..tap import preserved
 from ..targets import (
     ClassLogit,
@@ -534,10 +534,8 @@ def blur(maps: Tensor, sigma: float) -> Tensor:
 def gaussian_matrix(n: int, sigma: float, device: torch.device) -> Tensor:
     """``(n,n)`` symmetric: entry ``(i, j)`` is the normalised Gaussian weight of ``|i - j|``
     (zero beyond ``ceil(3 sigma)``)."""
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = kernel / kernel.sum()
+    kernel = gaussian_kernel(sigma, device)
+    radius = kernel.numel() // 2
     offset = torch.arange(n, device=device)[:, None] - torch.arange(n, device=device)[None, :]
     inside = offset.abs() <= radius
     return torch.where(inside, kernel[(offset + radius).clamp(0, 2 * radius)], 0.0)

@@ -23,7 +23,6 @@ Score-FAM and Score-CAM are the same computation with different targets (``Embed
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -35,7 +34,7 @@ from torch import Tensor, nn
 
 from ..api import Method
 from ..explanation import Explanation
-from ..maps import cam, minmax, upsample
+from ..maps import cam, gaussian_kernel, minmax, upsample
 from ..tap import Tap, preserved
 from ..targets import Bound, Embedding, OutputKey, Predicted, Target
 
@@ -137,10 +136,8 @@ def baseline_images(images: Tensor, masking: str | Tensor) -> Tensor | None:
 
 def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
     """Separable Gaussian blur of ``(B,C,H,W)`` with replicated borders (any image size)."""
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=images.device)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = kernel / kernel.sum()
+    kernel = gaussian_kernel(sigma, images.device)
+    radius = kernel.numel() // 2
     channels = images.shape[1]
     x = F.pad(images.float(), (radius, radius, 0, 0), mode="replicate")
     x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
