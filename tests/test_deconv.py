@@ -222,7 +222,7 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="valid names"):
         deconvnet(net, x, "nope", 0)
     grouped = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4), nn.ReLU())
-    with pytest.raises(ValueError, match="GroupNorm module '1'"):
+    with pytest.raises(ValueError, match=r"module '1' \(GroupNorm\)"):
         deconvnet(grouped, x, "2", 0)
     resnet = torchvision.models.resnet18(weights=None)
     with pytest.raises(ValueError, match="runs more than once"):

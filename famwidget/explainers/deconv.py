@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from ..api import check_images, model_device
 from ..maps import minmax
 from ..tap import preserved, resolve_layer
+from .graph import describe, trace
 
 RELU_RULES = ("guided", "deconvnet")
 BN_RULES = ("scale", "identity")
@@ -155,15 +156,6 @@ class _Slot:
         self.index = index
 
 
-def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
-    if node.op == "call_module":
-        return f"{type(modules[node.target]).__name__} module {node.target!r}"
-    if node.op == "call_method":
-        return f"tensor method .{node.target}()"
-    target = getattr(node.target, "__name__", repr(node.target))
-    return f"function {target}()"
-
-
 def _kind(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     """How the backward pass treats ``node``: input, conv, bn, relu, add, scale, linear, other."""
     if node.op == "placeholder":
@@ -196,17 +188,6 @@ def _kind(node: fx.Node, modules: dict[str, nn.Module]) -> str:
             return "scale"
         return "linear" if node.target in _LINEAR_METHODS else "other"
     return "other"
-
-
-def trace(model: nn.Module) -> fx.GraphModule:
-    """``torch.fx`` graph of ``model`` (torch.nn layers stay calls); a clear error if it fails."""
-    try:
-        return fx.symbolic_trace(model)
-    except Exception as e:
-        raise ValueError(
-            f"deconvnet follows the model's graph, and torch.fx could not trace "
-            f"{type(model).__name__}: {type(e).__name__}: {e}"
-        ) from e
 
 
 def start_node(graph: fx.Graph, layer: str) -> fx.Node:
@@ -318,7 +299,7 @@ class Deconvnet:
         self.relu = relu
         self.bn = bn
         with preserved(model):
-            self.graph_module = trace(model)
+            self.graph_module = trace(model, "deconvnet")
         self.modules = dict(self.graph_module.named_modules())
 
     def heatmap(self, images: Tensor, layer: str, channels: int | Sequence[int] | Tensor) -> Tensor:
@@ -429,7 +410,7 @@ class Deconvnet:
             if isinstance(value, (tuple, list)) and any(isinstance(v, Tensor) for v in value):
                 raise ValueError(
                     f"deconvnet cannot pass the signal back through {n.name!r}, which returns "
-                    f"several tensors ({_describe(n, self.modules)})"
+                    f"several tensors ({describe(self.graph_module, n)})"
                 )
             if not isinstance(value, Tensor):
                 return value
@@ -440,8 +421,9 @@ class Deconvnet:
         kwargs = fx.node.map_arg(node.kwargs, keep)
         if scale and len(slots) > 1:
             raise ValueError(
-                f"deconvnet cannot pass the signal back through {_describe(node, self.modules)} "
-                f"(node {node.name!r}): it multiplies or divides two signals (gating/attention)"
+                f"deconvnet cannot pass the signal back through "
+                f"{describe(self.graph_module, node)} (node {node.name!r}): it multiplies or "
+                "divides two signals (gating/attention)"
             )
         return _Linear(args, kwargs, slots)
 
@@ -451,9 +433,9 @@ class Deconvnet:
                 if node.op == "get_attr" or not _carries(node):
                     continue
                 raise ValueError(
-                    f"deconvnet cannot pass the signal back through {_describe(node, self.modules)}"
-                    f" (node {node.name!r}); it supports Conv2d, BatchNorm2d, ReLU/ReLU6/LeakyReLU,"
-                    " max/avg pooling, residual additions, concatenation, slicing, reshaping,"
+                    "deconvnet cannot pass the signal back through "
+                    f"{describe(self.graph_module, node)} (node {node.name!r}); it supports "
+                    "Conv2d, BatchNorm2d, ReLU/ReLU6/LeakyReLU, max/avg pooling, residual additions, concatenation, slicing, reshaping,"
                     " dropout, padding and resizing"
                 )
 
@@ -497,7 +479,7 @@ class Deconvnet:
         if isinstance(record, _Linear):
             return _transpose(node, record, r, self._execute)
         raise ValueError(
-            f"deconvnet cannot pass the signal back through {_describe(node, self.modules)}"
+            f"deconvnet cannot pass the signal back through {describe(self.graph_module, node)}"
         )
 
 

@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from .graph import describe
+
 Points = Tensor
 """``(N, r+1)`` int64: the index into an ``r``-dim node value, then the sign column."""
 Routed = list[tuple[fx.Node, Points]]
@@ -659,24 +661,6 @@ def _avg_params(walk: Walk, node: fx.Node) -> tuple[tuple[int, int], ...]:
         stride = walk.arg(node, 2, "stride") or kernel
         padding = walk.arg(node, 3, "padding", 0)
     return _pair(kernel), _pair(stride if stride else kernel), _pair(padding)
-
-
-def describe(module: fx.GraphModule, node: fx.Node) -> str:
-    """``"module 'layer1.0.relu' (ReLU)"`` or ``"torch.mul in module 'features.3' (...)"``."""
-    if node.op == "call_module":
-        return f"module {node.target!r} ({type(module.get_submodule(node.target)).__name__})"
-    if node.op == "call_method":
-        what = f"method Tensor.{node.target}"
-    else:
-        target = node.target
-        what = f"{getattr(target, '__module__', None) or ''}.{getattr(target, '__name__', target)}"
-        what = what.lstrip(".")
-    stack = node.meta.get("nn_module_stack") or {}
-    if stack:
-        path, kind = list(stack.values())[-1]
-        name = getattr(kind, "__name__", str(kind))
-        return f"{what} in module {path!r} ({name})"
-    return f"{what} in the model's forward"
 
 
 # ----------------------------------------------------------------------------- the table

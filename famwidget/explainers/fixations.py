@@ -23,7 +23,6 @@ from __future__ import annotations
 import inspect
 import math
 import operator
-import weakref
 from typing import Any
 
 import torch
@@ -46,10 +45,9 @@ from ..targets import (
 )
 from . import fixation_rules as rules
 from .fixation_rules import Points, Rule, Walk
+from .graph import describe, trace
 
 LOCS = ("center", "argmax")
-
-_TRACES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def fixations(
@@ -144,7 +142,7 @@ def backtrack(
     if loc not in LOCS:
         raise ValueError(f"loc must be one of {LOCS}, got {loc!r}")
     with preserved(model):
-        traced = trace(model)
+        traced = trace(model, "CNN Fixations")
         out_node = pick(_output_structure(traced), output_key, "the traced output")
         active = image_dependent(traced.graph)
         plan = plan_walk(traced, out_node, active)
@@ -173,31 +171,6 @@ def _check_options(loc: str, radius: float, share: float, sigma: float, energy: 
 
 
 # ----------------------------------------------------------------------------- tracing
-
-
-def trace(model: nn.Module) -> fx.GraphModule:
-    """``torch.fx.symbolic_trace(model)``, cached while the model's modules and tensors stay."""
-    key = _fingerprint(model)
-    cached = _TRACES.get(model)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    try:
-        traced = fx.symbolic_trace(model)
-    except Exception as error:
-        raise ValueError(
-            f"CNN Fixations needs a model that torch.fx can trace; tracing "
-            f"{type(model).__name__} failed ({type(error).__name__}: {error}). Models whose "
-            "forward branches on tensor values cannot be traced; wrap such parts in a leaf "
-            "module or explain a traceable sub-model"
-        ) from error
-    _TRACES[model] = (key, traced)
-    return traced
-
-
-def _fingerprint(model: nn.Module) -> tuple:
-    modules = tuple((name, id(m), m.training) for name, m in model.named_modules())
-    tensors = tuple(id(t) for t in model.parameters()) + tuple(id(t) for t in model.buffers())
-    return (type(model).forward, modules, tensors)
 
 
 def _output_structure(traced: fx.GraphModule) -> Any:
@@ -257,7 +230,7 @@ def plan_walk(traced: fx.GraphModule, out_node: Any, active: set[fx.Node]) -> di
         rule = rules.rule_for(traced, node)
         if rule is None:
             raise ValueError(
-                f"CNN Fixations has no rule for {rules.describe(traced, node)}; supported: "
+                f"CNN Fixations has no rule for {describe(traced, node)}; supported: "
                 f"{rules.SUPPORTED}"
             )
         plan[node] = rule
