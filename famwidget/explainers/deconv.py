@@ -435,8 +435,8 @@ class Deconvnet:
                 raise ValueError(
                     "deconvnet cannot pass the signal back through "
                     f"{describe(self.graph_module, node)} (node {node.name!r}); it supports "
-                    "Conv2d, BatchNorm2d, ReLU/ReLU6/LeakyReLU, max/avg pooling, residual additions, concatenation, slicing, reshaping,"
-                    " dropout, padding and resizing"
+                    "Conv2d, BatchNorm2d, ReLU/ReLU6/LeakyReLU, max/avg pooling, residual "
+                    "additions, concatenation, slicing, reshaping, dropout, padding and resizing"
                 )
 
     def _backward(
