@@ -1,7 +1,8 @@
-"""``famwidget demo | export | bench``: the command line.
+"""``famwidget demo | export | evaluate | bench``: the command line.
 
 ``famwidget demo`` explains a gallery with a shipped model and writes a standalone page that works
-offline; ``famwidget bench`` runs the benchmark harness (``famwidget.bench``).
+offline; ``famwidget evaluate`` scores the methods against ground truth (``famwidget.evaluate``);
+``famwidget bench`` runs the benchmark harness (``famwidget.bench``).
 """
 
 from __future__ import annotations
@@ -70,8 +71,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p_export.add_argument("notebook", type=pathlib.Path)
     p_export.add_argument("-o", "--out", type=pathlib.Path, default=None)
+    commands.add_parser(
+        "evaluate", help="score the methods against ground truth: famwidget evaluate --help"
+    )
     commands.add_parser("bench", help="run the benchmarks: famwidget bench --help")
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["evaluate"]:  # the evaluation parses its own options
+        from .evaluate import main as evaluate_main
+
+        return evaluate_main(argv[1:])
     if argv[:1] == ["bench"]:  # the benchmarks parse their own options
         from .bench import main as bench_main
 
