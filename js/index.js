@@ -157,6 +157,7 @@ function render({ model, el }) {
 
   function onMessage(content, buffers) {
     if (!content || typeof content !== "object") return;
+    if (content.type === "state") { syncState(); return; }
     if (content.type === "progress" || content.type === "partial") {
       setProgress(content.progress ?? 0);
       if (content.type === "partial" && buffers && buffers.length) {

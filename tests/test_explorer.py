@@ -232,3 +232,14 @@ def test_every_message_stays_under_one_megabyte():
     assert len(many.thumbs) < 500_000 and many.gallery["h"] < 32
     w.close()
     many.close()
+
+
+def test_every_answer_tells_the_browser_to_show_the_state(explorer):
+    """The browser shows "computing" at every click, also on the image already on screen,
+    where no trait changes: the kernel answers each request with a "state" message."""
+    explorer.select(2)
+    sent = []
+    explorer.send = lambda content, buffers=None: sent.append(content)
+    explorer._on_message(explorer, {"type": "select", "index": 2}, [])
+    explorer.wait(10)
+    assert sent == [{"type": "state"}] and explorer.state == "ready"

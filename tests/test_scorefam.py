@@ -560,7 +560,7 @@ def test_explorer_streams_partial_maps():
     w.send = lambda content, buffers=None: sent.append((content, buffers))
     w.select(1)
     w.close()
-    kept = [c["progress"] for c, _ in sent]
+    kept = [c["progress"] for c, _ in sent if c.get("type") == "partial"]
     assert len(kept) == 2 and kept[0] == progress[0] and kept[1] == 1.0
     same = explain(model, x[1], "score-fam", batch_size=4, channels_last=True)
     assert torch.allclose(exp.heatmap, same.heatmap, atol=1e-6)

@@ -284,6 +284,7 @@ class Explorer(anywidget.AnyWidget):
                     self.error = message
                     self.state = "error"
                     self.progress = 0.0
+                self._announce()
 
             self._worker.publish(stale, show_error)
             raise
@@ -406,6 +407,12 @@ class Explorer(anywidget.AnyWidget):
             self.progress = 1.0
             self.error = ""
             self.state = "ready"
+        self._announce()
+
+    def _announce(self) -> None:
+        """Tell the browser to show the state: it marks "computing" itself at a click, and an
+        unchanged trait (a click on the image already on screen) sends no change event."""
+        self.send({"type": "state"})
 
     def _on_message(self, widget: Any, content: Any, buffers: list) -> None:
         if isinstance(content, dict) and content.get("type") == "select":

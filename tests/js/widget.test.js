@@ -97,6 +97,14 @@ describe("render", () => {
     expect(root.dataset.pinnedChannel).toBe("9");
   });
 
+  it("a state message restores the kernel's state after a local 'computing'", () => {
+    const { model, root } = mount();
+    root.querySelector(".fw-thumb[data-index='0']").click(); // the image already on screen
+    expect(root.dataset.state).toBe("computing");
+    model.emit("msg:custom", { type: "state" }, []); // no trait changed: only this message
+    expect(root.dataset.state).toBe("ready");
+  });
+
   it("shows progress messages and errors, and cleans up its listeners", () => {
     const { model, root, cleanup } = mount();
     model.emit("msg:custom", { type: "progress", progress: 0.25, index: 0 }, []);
