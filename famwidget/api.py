@@ -1,4 +1,4 @@
-"""``fw.explain`` and the method registry: one entry point for every method.
+"""``fw.explain``: one entry point for every method (the methods live in ``registry``).
 
 ``explain`` checks the inputs, resolves the layer and the default target, and hands the work to the
 method's function; it leaves the model exactly as it found it (see ``famwidget.tap``).
@@ -9,99 +9,21 @@ from __future__ import annotations
 import inspect
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from .explanation import Explanation
+from .inputs import check_images, model_device
+from .method import PRECISIONS, Method
+from .registry import method_info, methods, register
 from .tap import resolve_layer
-from .targets import Embedding, OutputKey, Predicted, Target, as_target
+from .targets import OutputKey, Target, as_target
+
+__all__ = ["check_images", "explain", "method_info", "methods", "model_device", "register"]
 
 
-@dataclass(frozen=True)
-class Method:
-    """A registered method: its function, its default target, and whether it needs a layer.
-
-    ``default_target`` makes the target used when the caller gives none; ``None`` lets the
-    method decide (it then receives ``target=None``).
-    """
-
-    name: str
-    function: Callable[..., Explanation]
-    default_target: Callable[[], Target] | None
-    needs_layer: bool = True
-    summary: str = ""
-    auto_precision: Callable[[nn.Module, Tensor], str] | None = None
-    """What ``precision="auto"`` picks for ``(model, images)``; ``None``: always "fp32"."""
-
-
-_REGISTRY: dict[str, Method] = {}
 _LAST_LAYER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def register(method: Method) -> Method:
-    """Add a method to ``fw.methods()`` and ``fw.explain(method=...)``."""
-    _REGISTRY[method.name] = method
-    return method
-
-
-def methods() -> list[str]:
-    """Names accepted by ``fw.explain(method=...)``."""
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def method_info(name: str) -> Method:
-    """The registered :class:`Method` called ``name`` (``ValueError`` listing them if unknown)."""
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown method {name!r}; available: {', '.join(methods())}")
-    return _REGISTRY[name]
-
-
-def _load_builtin() -> None:
-    if _REGISTRY:
-        return
-    from .explainers import fixations, gradfam, scorefam
-
-    register(Method("grad-fam", gradfam.grad_fam, Embedding, summary="gradients of ||f(x)||"))
-    register(Method("grad-cam", gradfam.grad_cam, Predicted, summary="gradients of a class logit"))
-    for method in (*scorefam.METHODS, *fixations.METHODS):
-        register(method)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for a model with neither)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
-def check_images(images: Any) -> Tensor:
-    """``(B,C,H,W)`` or ``(C,H,W)`` float tensor → ``(B,C,H,W)``; anything else: a clear error."""
-    if not isinstance(images, Tensor):
-        raise TypeError(
-            f"images must be a float tensor (B,3,H,W) or (3,H,W), already preprocessed for the "
-            f"model, not {type(images).__name__}; use the model's preprocess on PIL/NumPy images"
-        )
-    if images.dim() == 3:
-        images = images[None]
-    if images.dim() != 4:
-        raise ValueError(f"images must be (B,3,H,W) or (3,H,W), got shape {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise TypeError(
-            f"images must be a floating tensor (preprocessed), got {images.dtype}; "
-            "convert uint8 images with the model's preprocess or images.float() / 255"
-        )
-    if images.shape[0] == 0:
-        raise ValueError("images is an empty batch (B=0)")
-    return images
 
 
 def default_layer(model: nn.Module, images: Tensor) -> tuple[str, nn.Module]:

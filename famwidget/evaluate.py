@@ -156,8 +156,11 @@ def load_case(name: str, n: int = DEFAULT_N, device: str | torch.device = "cpu")
 
 def applicable(method: str, kind: str) -> bool:
     """Whether ``method``'s default target is of ``kind`` (a method that chooses its own
-    target, such as fixations, applies to every case)."""
+    target, such as fixations, applies to every case; one that needs a fitted object, such as
+    vebi's Interpreter, is evaluated on its own)."""
     info = method_info(method)
+    if info.requires:
+        return False
     return info.default_target is None or info.default_target().kind == kind
 
 

@@ -42,7 +42,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..api import check_images, model_device
+from ..inputs import check_images, model_device
 from ..maps import minmax
 from ..tap import preserved, resolve_layer
 from .graph import describe, trace

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from ..api import Method
 from ..explanation import Explanation
 from ..maps import gaussian_kernel, minmax
+from ..method import Method
 from ..tap import preserved
 from ..targets import (
     ClassLogit,

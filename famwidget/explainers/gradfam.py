@@ -17,8 +17,9 @@ from torch import Tensor, nn
 
 from ..explanation import Explanation
 from ..maps import cam
+from ..method import Method
 from ..tap import Tap, preserved
-from ..targets import OutputKey, Target
+from ..targets import Embedding, OutputKey, Predicted, Target
 
 
 def gradient_weights(
@@ -84,3 +85,9 @@ def grad_fam(
 
 grad_cam = partial(grad_fam, method="grad-cam")
 """Grad-CAM: :func:`grad_fam` with a class target (default ``Predicted()``)."""
+
+
+METHODS = [
+    Method("grad-fam", grad_fam, Embedding, summary="gradients of ||f(x)||"),
+    Method("grad-cam", grad_cam, Predicted, summary="gradients of a class logit"),
+]

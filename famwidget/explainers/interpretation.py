@@ -29,9 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..api import check_images, model_device
 from ..explanation import Explanation
+from ..inputs import check_images, model_device
+from ..method import Method
 from ..tap import preserved, resolve_layer
+from ..targets import ClassLogit
 from .deconv import BN_RULES, RELU_RULES, Deconvnet
 from .lasso import constrained_lasso
 
@@ -530,3 +532,46 @@ class Interpreter:
     def __repr__(self) -> str:
         state = "unfitted" if self.weights is None else f"{len(self.classes)} classes"
         return f"Interpreter({type(self.model).__name__}, tau={self.tau}, {state})"
+
+
+def vebi(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    interpreter: Interpreter | None = None,
+    target: ClassLogit | None = None,
+    output_key: object = None,
+    autocast: object = None,
+    batch_size: int = 32,
+) -> Explanation:
+    """``fw.explain(model, images, method="vebi", interpreter=fitted)``: the interpretation
+    method as a registered method (see :meth:`Interpreter.explain`).
+
+    ``target``: ``None`` (the predicted class) or ``ClassLogit(c)``; ``output_key`` and
+    ``precision`` do not apply (the Interpreter reads its own layers in fp32).
+    """
+    if not isinstance(interpreter, Interpreter):
+        raise ValueError(
+            "method 'vebi' needs interpreter=, a fitted fw.Interpreter "
+            f"(got {type(interpreter).__name__})"
+        )
+    if interpreter.model is not model:
+        raise ValueError("interpreter= was fitted on another model than the one explained")
+    if target is not None and not isinstance(target, ClassLogit):
+        raise TypeError(
+            f"method 'vebi' explains a class: target must be None or ClassLogit(c), not {target}"
+        )
+    classes = None if target is None else target.c
+    return interpreter.explain(images, classes, batch_size=batch_size)
+
+
+METHODS = [
+    Method(
+        "vebi",
+        vebi,
+        None,
+        needs_layer=False,
+        requires=("interpreter",),
+        summary="relevant channels shown by deconvnet (visual explanation by interpretation)",
+    )
+]

@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..api import Method
 from ..explanation import Explanation
 from ..maps import cam, gaussian_kernel, minmax, upsample
+from ..method import Method
 from ..tap import Tap, preserved
 from ..targets import Bound, Embedding, OutputKey, Predicted, Target
 

@@ -320,9 +320,9 @@ class Explorer(anywidget.AnyWidget):
     ) -> Explanation:
         """Explain one image ``(3,H,W)``; long methods stream partial maps to the browser,
         labelled with ``index`` (the view they belong to)."""
-        if method == "vebi":  # the interpretation method: its three features are the channels
-            return self._interpreter.explain(image[None]).cpu()
         options = dict(self._options)
+        if method == "vebi":  # the interpretation method: its three features are the channels
+            options, target = {"interpreter": self._interpreter}, None
         info = method_info(method)
         if stream and "on_progress" in inspect.signature(info.function).parameters:
             last = [-float("inf")]  # the first partial map is always sent
