@@ -221,7 +221,10 @@ function render({ model, el }) {
     ["change:alpha change:colormap change:threshold change:side_by_side", () => { syncControls(); paint(); }],
     ["msg:custom", onMessage],
   ];
-  for (const [events, fn] of handlers) model.on(events, fn);
+  // anywidget's model interface takes one event name per call (space-separated names are
+  // Backbone's, and hosts such as marimo are not Backbone)
+  const bindings = handlers.flatMap(([events, fn]) => events.split(" ").map((e) => [e, fn]));
+  for (const [event, fn] of bindings) model.on(event, fn);
 
   ui.root.append(ui.style);
   el.replaceChildren(ui.root);
@@ -229,7 +232,7 @@ function render({ model, el }) {
   drawGallery();
   loadView();
   syncState();
-  return () => { for (const [events, fn] of handlers) model.off(events, fn); };
+  return () => { for (const [event, fn] of bindings) model.off(event, fn); };
 }
 
 /** Show a canvas at a readable size: its longer side `box` CSS pixels, aspect kept. */

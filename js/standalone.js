@@ -38,15 +38,15 @@ export class StaticModel {
     if (choice && this.values.selected >= 0) this.show(this.values.selected);
   }
 
-  on(events, callback) {
-    for (const event of events.split(/\s+/).filter(Boolean)) {
-      if (!this.listeners.has(event)) this.listeners.set(event, new Set());
-      this.listeners.get(event).add(callback);
-    }
+  /** One event name per call, as anywidget's model interface (no Backbone space lists). */
+  on(event, callback) {
+    if (/\s/.test(event)) throw new Error(`famwidget: one event name per on() call, got "${event}"`);
+    if (!this.listeners.has(event)) this.listeners.set(event, new Set());
+    this.listeners.get(event).add(callback);
   }
 
-  off(events, callback) {
-    for (const event of (events || "").split(/\s+/).filter(Boolean)) this.listeners.get(event)?.delete(callback);
+  off(event, callback) {
+    this.listeners.get(event)?.delete(callback);
   }
 
   emit(event, ...args) {

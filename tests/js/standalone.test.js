@@ -17,7 +17,9 @@ describe("StaticModel", () => {
   it("answers a click with the precomputed explanation", async () => {
     const model = new StaticModel(payload);
     const seen = vi.fn();
-    model.on("change:heatmap change:state", seen);
+    model.on("change:heatmap", seen);
+    model.on("change:state", seen);
+    expect(() => model.on("change:a change:b", seen)).toThrow(/one event name/);
     model.send({ type: "select", index: 1 });
     await new Promise((r) => setTimeout(r, 5));
     expect(model.get("selected")).toBe(1);

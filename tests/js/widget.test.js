@@ -1,29 +1,10 @@
 // @vitest-environment jsdom
 import { describe, expect, it, vi } from "vitest";
 import widget from "../../js/index.js";
+import { fakeHost } from "./fake_host.js";
 
 // jsdom has no 2-D canvas: the widget then skips painting (pixels are checked in Chromium).
 HTMLCanvasElement.prototype.getContext = () => null;
-
-/** A stand-in for the anywidget model: traits, change events, messages. */
-function fakeModel(traits) {
-  const listeners = new Map();
-  const sent = [];
-  const model = {
-    values: { ...traits },
-    sent,
-    saved: 0,
-    get: (name) => model.values[name],
-    set: (name, value) => { model.values[name] = value; },
-    save_changes: () => { model.saved += 1; },
-    send: (content) => sent.push(content),
-    on: (events, fn) => events.split(" ").forEach((e) => listeners.set(e, [...(listeners.get(e) || []), fn])),
-    off: (events, fn) => events.split(" ").forEach((e) => listeners.set(e, (listeners.get(e) || []).filter((f) => f !== fn))),
-    emit: (event, ...args) => (listeners.get(event) || []).forEach((fn) => fn(...args)),
-    count: () => [...listeners.values()].reduce((n, fns) => n + fns.length, 0),
-  };
-  return model;
-}
 
 const H = 4, W = 4;
 const traits = {
@@ -41,14 +22,14 @@ const traits = {
   side_by_side: false, method: "grad-fam", methods: ["grad-fam", "score-fam"], layer: "body", layers: ["body"],
 };
 
-function mount() {
-  const model = fakeModel(traits);
+function mount(extra = {}) {
+  const { model, host } = fakeHost({ ...traits, ...extra });
   const el = document.createElement("div");
   document.body.append(el);
   const cleanup = widget.render({ model, el });
   const root = el.querySelector(".famwidget");
   root.querySelector("canvas.fw-view").getBoundingClientRect = () => ({ left: 0, top: 0, width: W, height: H });
-  return { model, el, root, cleanup };
+  return { model, host, el, root, cleanup };
 }
 
 describe("render", () => {
@@ -65,21 +46,21 @@ describe("render", () => {
   });
 
   it("a click asks the kernel for that image and shows it is computing", () => {
-    const { model, root } = mount();
+    const { host, root } = mount();
     root.querySelector(".fw-thumb[data-index='1']").click();
-    expect(model.sent.at(-1)).toMatchObject({ type: "select", index: 1 });
+    expect(host.sent.at(-1)).toMatchObject({ type: "select", index: 1 });
     expect(root.dataset.state).toBe("computing");
     expect(root.querySelector(".fw-thumb.fw-selected").dataset.index).toBe("1");
   });
 
   it("controls save their trait without a kernel request", () => {
-    const { model, root } = mount();
+    const { host, root } = mount();
     const alpha = root.querySelector("input.fw-alpha");
     alpha.value = "0.8";
     alpha.dispatchEvent(new Event("input"));
-    expect(model.values.alpha).toBe(0.8);
-    expect(model.saved).toBe(1);
-    expect(model.sent).toEqual([]);
+    expect(host.values.alpha).toBe(0.8);
+    expect(host.saves).toBe(1);
+    expect(host.sent).toEqual([]);
   });
 
   it("hovering the image lists the channels there; hovering a channel inspects it", () => {
@@ -98,24 +79,44 @@ describe("render", () => {
   });
 
   it("a state message restores the kernel's state after a local 'computing'", () => {
-    const { model, root } = mount();
+    const { host, root } = mount();
     root.querySelector(".fw-thumb[data-index='0']").click(); // the image already on screen
     expect(root.dataset.state).toBe("computing");
-    model.emit("msg:custom", { type: "state" }, []); // no trait changed: only this message
+    host.message({ type: "state" }); // no trait changed: only this message
     expect(root.dataset.state).toBe("ready");
   });
 
   it("shows progress messages and errors, and cleans up its listeners", () => {
-    const { model, root, cleanup } = mount();
-    model.emit("msg:custom", { type: "progress", progress: 0.25, index: 0 }, []);
+    const { host, root, cleanup } = mount();
+    host.message({ type: "progress", progress: 0.25, index: 0 });
     expect(root.querySelector(".fw-progress").dataset.progress).toBe("0.25");
-    model.values.state = "error";
-    model.values.error = "ValueError: bad layer";
-    model.emit("change:state");
+    host.kernelSet({ state: "error", error: "ValueError: bad layer" });
     expect(root.dataset.state).toBe("error");
     expect(root.querySelector(".fw-error").textContent).toBe("ValueError: bad layer");
-    expect(model.count()).toBeGreaterThan(10);
+    expect(host.listenerCount()).toBeGreaterThan(10);
     cleanup();
-    expect(model.count()).toBe(0);
+    expect(host.listenerCount()).toBe(0);
+  });
+});
+
+describe("the fake host", () => {
+  it("accepts only anywidget's documented interface", () => {
+    const { model } = fakeHost({ a: 1 });
+    expect(model.get("a")).toBe(1);
+    expect(() => model.on("change:a change:b", () => {})).toThrow(/one event name/);
+    expect(() => model.attributes).toThrow(/not part of anywidget/);
+    expect(() => model.listenTo).toThrow(/not part of anywidget/);
+    expect(() => model.set({ a: 2 })).toThrow(/\(name, value\)/);
+  });
+});
+
+describe("render against the strict host", () => {
+  it("a kernel update of the view reaches the caption and the channel list", () => {
+    const { host, root } = mount();
+    host.kernelSet({ view: { ...traits.view, caption: "b · score-fam", index: 1 }, selected: 1 });
+    expect(root.querySelector(".fw-caption").textContent).toMatch("b · score-fam");
+    expect(root.querySelector(".fw-thumb.fw-selected").dataset.index).toBe("1");
+    host.kernelSet({ methods: ["grad-fam", "score-fam", "grad-cam"], method: "grad-cam" });
+    expect(root.querySelector("select.fw-method").value).toBe("grad-cam");
   });
 });
