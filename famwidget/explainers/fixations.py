@@ -20,9 +20,7 @@ A feature-map output ``(B,C,h,w)`` is explained through its global average pool 
 
 from __future__ import annotations
 
-import inspect
 import math
-import operator
 from typing import Any
 
 import torch
@@ -45,7 +43,7 @@ from ..targets import (
 )
 from . import fixation_rules as rules
 from .fixation_rules import Points, Rule, Walk
-from .graph import describe, trace
+from .graph import describe, record_forward, trace
 
 LOCS = ("center", "argmax")
 
@@ -241,99 +239,6 @@ def plan_walk(traced: fx.GraphModule, out_node: Any, active: set[fx.Node]) -> di
 # ----------------------------------------------------------------------------- recording
 
 
-class Recorder(fx.Interpreter):
-    """Runs the traced model once and keeps the inputs of the ops whose rules read values.
-
-    In-place ops (``ReLU(inplace=True)``, ``x.add_``) still run in place, as in the model; a
-    recorded tensor they are about to overwrite is copied first (copy on write), so every
-    record holds the value its op saw.
-    """
-
-    def __init__(self, traced: fx.GraphModule, keep: set[fx.Node]) -> None:
-        super().__init__(traced)
-        self.keep = keep
-        self.mutating = in_place_nodes(traced)
-        self.records: dict[fx.Node, tuple[tuple, dict]] = {}
-        self.shapes: dict[fx.Node, torch.Size] = {}
-        self._holders: dict[int, list[fx.Node]] = {}
-
-    def run_node(self, n: fx.Node) -> Any:
-        args, kwargs = self.fetch_args_kwargs_from_env(n)
-        mutated = args[0] if n in self.mutating and args and isinstance(args[0], Tensor) else None
-        if mutated is not None:
-            self._protect(mutated)
-        if n in self.keep:
-            if mutated is not None:
-                args = (mutated.clone(), *args[1:])
-            self._record(n, args, kwargs)
-        result = getattr(self, n.op)(n.target, args, kwargs)
-        if isinstance(result, Tensor):
-            self.shapes[n] = result.shape
-        return result
-
-    def _record(self, n: fx.Node, args: tuple, kwargs: dict) -> None:
-        self.records[n] = (args, kwargs)
-
-        def hold(v: Any) -> Any:
-            if isinstance(v, Tensor):
-                self._holders.setdefault(_storage(v), []).append(n)
-            return v
-
-        fx.node.map_aggregate((args, kwargs), hold)
-
-    def _protect(self, tensor: Tensor) -> None:
-        ptr = _storage(tensor)
-
-        def copy(v: Any) -> Any:
-            return v.clone() if isinstance(v, Tensor) and _storage(v) == ptr else v
-
-        for n in self._holders.pop(ptr, []):
-            args, kwargs = self.records[n]
-            self.records[n] = (
-                fx.node.map_aggregate(args, copy),
-                fx.node.map_aggregate(kwargs, copy),
-            )
-
-
-def _storage(t: Tensor) -> int:
-    return t.untyped_storage().data_ptr()
-
-
-_IN_PLACE_OPERATORS = {
-    operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
-    operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor,
-}  # fmt: skip
-
-
-def in_place_nodes(traced: fx.GraphModule) -> set[fx.Node]:
-    """The nodes that overwrite their first argument (found once per traced model)."""
-    found = getattr(traced, "_fixations_in_place", None)
-    if found is None:
-        found = {n for n in traced.graph.nodes if _in_place(traced, n)}
-        traced._fixations_in_place = found
-    return found
-
-
-def _in_place(traced: fx.GraphModule, node: fx.Node) -> bool:
-    """Whether ``node`` overwrites its first argument."""
-    if node.op == "call_module":
-        return getattr(traced.get_submodule(node.target), "inplace", False) is True
-    if node.op == "call_method":
-        return node.target.endswith("_") and not node.target.startswith("__")
-    if node.op != "call_function":
-        return False
-    if node.target in _IN_PLACE_OPERATORS:
-        return True
-    name = getattr(node.target, "__name__", "")
-    if name.endswith("_") and not name.startswith("__"):
-        return True
-    try:
-        bound = inspect.signature(node.target).bind(*node.args, **node.kwargs)
-    except (TypeError, ValueError):
-        return node.kwargs.get("inplace") is True
-    return bound.arguments.get("inplace") is True
-
-
 def record(
     traced: fx.GraphModule,
     images: Tensor,
@@ -343,11 +248,10 @@ def record(
 ) -> tuple[Walk, Any]:
     """One forward pass of ``images``: the :class:`Walk` the rules read, and the model output."""
     keep = {n for n, rule in plan.items() if rule.needs_values}
-    recorder = Recorder(traced, keep)
     with torch.autocast(images.device.type, dtype=autocast, enabled=autocast is not None):
-        output = recorder.run(images)
-    walk = Walk(traced, recorder.records, recorder.shapes, active)
-    return walk, output
+        recording = record_forward(traced, images, keep)
+    walk = Walk(traced, recording.records, recording.shapes, active)
+    return walk, recording.output
 
 
 # ----------------------------------------------------------------------------- start and walk
