@@ -1,5 +1,8 @@
 """Benchmarks: ``python -m famwidget.bench [--only NAME] [--device D] [--quick]``.
 
+``--peers`` runs the side-by-side comparison with pytorch-grad-cam and TorchCAM instead
+(:mod:`famwidget.bench.peers`; ``--cases``, ``--repeats``, ``--no-memory``, ``--out``).
+
 Each name in :data:`BENCHMARKS` is a module ``famwidget.bench.<name>`` with a function
 ``run(args) -> None`` that prints a small table; names whose module does not exist yet are
 skipped. To add one, write the module and put its name in the list. Shared helpers for timing
@@ -32,6 +35,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--only", choices=BENCHMARKS, help="run this benchmark only")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if any)")
     p.add_argument("--quick", action="store_true", help="fewer sizes and repeats (~2 min on CPU)")
+    peers = p.add_argument_group("--peers: famwidget beside pytorch-grad-cam and TorchCAM")
+    peers.add_argument("--peers", action="store_true", help="run the peer comparison only")
+    peers.add_argument(
+        "--cases", help="comma-separated METHOD/MODEL/bBATCH, e.g. score-fam/resnet18/b1"
+    )
+    peers.add_argument("--repeats", type=int, default=None, help="timed rounds (default 3)")
+    peers.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
+    peers.add_argument("--out", default="bench-output", help="where peers.md/.json go")
     return p
 
 
@@ -40,6 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.repeats is not None and args.repeats < 1:
+        raise SystemExit(f"--repeats must be >= 1, got {args.repeats}")
+    if args.peers:
+        print(f"== peers ({args.device}{', quick' if args.quick else ''}) ==", flush=True)
+        importlib.import_module(f"{__name__}.peers").run(args)
+        return 0
     names = [args.only] if args.only else available()
     for name in names:
         if name not in available():
