@@ -96,12 +96,17 @@ def all_cases() -> list[Case]:
 
 
 def default_cases(device: str) -> list[Case]:
-    """All cases on CUDA; on a CPU the masked-forward cases whose peer calls take minutes each
-    (ResNet-50 at batch 8: 16,384 masked forwards per call) are left out (``--cases`` runs them)."""
+    """All cases on CUDA. On a CPU every gradient case, and the masked-forward cases whose peer
+    calls take at most a few minutes each: Score-FAM and Score-CAM on ResNet-18 at batch 1,
+    Score-FAM on ResNet-18 at batch 8, on ResNet-50 at batch 1 and on the re-ID net (Score-CAM
+    costs what Score-FAM costs; ``--cases`` runs any of the others). Cheapest first."""
     if torch.device(device).type == "cuda":
         return all_cases()
-    return [c for c in all_cases() if not (c.method.startswith("score") and c.model == "resnet50"
-                                           and c.batch > 1)]  # fmt: skip
+    grads = [c for c in all_cases() if c.method.startswith("grad")]
+    scores = [Case("score-fam", "reid_net", 8), Case("score-fam", "resnet18", 1),
+              Case("score-cam", "resnet18", 1), Case("score-fam", "resnet18", 8),
+              Case("score-fam", "resnet50", 1)]  # fmt: skip
+    return grads + scores
 
 
 QUICK_CASES = [Case("grad-fam", "reid_net", 1), Case("score-fam", "reid_net", 1)]
@@ -522,26 +527,45 @@ def run_peers(
         loads += [before, os.getloadavg()[0]]
         cells = ", ".join(f"{r.tool} {cell_seconds(r)}" for r in found)
         print(f"{case.name}: {cells}  [{time.perf_counter() - start:.0f} s]", flush=True)
+        save(results, loads, info, device, repeats, command, out, final=False)
+    return save(results, loads, info, device, repeats, command, out, final=True)
+
+
+def save(
+    results: Sequence[Result],
+    loads: Sequence[float],
+    info: dict[str, Any],
+    device: str,
+    repeats: int,
+    command: str,
+    out: pathlib.Path | None,
+    final: bool,
+) -> dict[str, Any]:
+    """Write the table so far (after every case: a long run that is stopped keeps its rows);
+    ``final`` also prints it."""
     unit = "CUDA allocated" if torch.device(device).type == "cuda" else "RSS"
     headers = headers_for(TOOLS, unit)
     rows = rows_for(results)
-    print()
-    print_table(headers, rows)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    low, high = (min(loads), max(loads)) if loads else (0.0, 0.0)
     noise = (
-        f"noise: load average {min(loads or [0]):.1f}-{max(loads or [0]):.1f} on "
-        f"{info['cores']} cores during the run; ± is (max - min) / median of {repeats} rounds"
+        f"noise: load average {low:.1f}-{high:.1f} on {info['cores']} cores during the run; "
+        f"± is (max - min) / median of {repeats} rounds"
     )
-    print(noise)
     report = {"date": stamp, "command": command, "device": device, "machine": info,
-              "repeats": repeats, "load_average": [min(loads or [0]), max(loads or [0])],
+              "repeats": repeats, "load_average": [low, high],
               "results": [asdict(r) for r in results]}  # fmt: skip
+    if final:
+        print()
+        print_table(headers, rows)
+        print(noise)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         text = f"{stamp}, `{command}`, {info['cpu']}, {info.get('cuda', device)}\n\n"
         (out / "peers.md").write_text(text + markdown(headers, rows) + "\n" + noise + "\n")
         (out / "peers.json").write_text(json.dumps(report, indent=1))
-        print(f"wrote {out / 'peers.md'} and {out / 'peers.json'}")
+        if final:
+            print(f"wrote {out / 'peers.md'} and {out / 'peers.json'}")
     return report
 
 
