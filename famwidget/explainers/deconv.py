@@ -1,193 +1,78 @@
 """Deconvnet / guided-backprop visualisation of one feature, with the stride fix (seed 001).
 
 The signal starts at the feature's layer, zero except the chosen channel, which gets its own
-activation map, and walks the recorded forward pass backwards to the input pixels. The rules:
+activation map, and walks the recorded forward pass (:func:`graph.record_forward`) backwards to
+the input pixels. Each node's rule comes from its op kind (:func:`graph.op_kind`); the rules
+(:mod:`famwidget.explainers.deconv_rules`):
 
-- ReLU (ReLU6 and LeakyReLU are treated as ReLU): ``relu="guided"`` (default, guided
-  backpropagation): ``R_in = R_out * [x_in > 0] * [R_out > 0]``; ``relu="deconvnet"``:
-  ``R_in = relu(R_out)``. With ``stride_fix=False`` and no residual additions the result is
-  exactly guided backpropagation (resp. the deconvnet) of ``½‖A_c‖²``, which a test checks.
-- Conv2d with stride 1: the transposed convolution with the forward weights (no bias).
-- Conv2d with stride s > 1 and ``stride_fix=True`` (the fix of seed 001): nearest-neighbour
-  upsample the signal to the size the layer would output with stride 1,
-  ``H_in + pad_top + pad_bottom - dilation*(K-1)``, then the stride-1 transposed convolution.
-  ``stride_fix=False``: the strided transposed convolution, whose uneven kernel overlap leaves
-  a grid (checkerboard) pattern at the stride frequency.
-- BatchNorm2d: ``bn="scale"`` (default) multiplies by ``gamma / sqrt(running_var + eps)``, the
-  linear part of the eval-mode layer, as guided backprop does; ``bn="identity"`` passes through.
-- Residual addition ``a + b`` of two signals: split between the summands in proportion to
-  their contributions, ``|a| / (|a| + |b|)`` and ``|b| / (|a| + |b|)`` (halves where both are
-  0), so the signal is conserved rather than doubled; adding a constant passes all of it on.
-- Max pooling: by its switches, to the argmax of each window (overlapping windows add up).
-- Average/adaptive pooling, concatenation, slicing, reshaping, dropout, padding, resizing,
-  multiplication by a constant: their transpose (the vector-Jacobian product of the linear op).
+- ``activation`` (ReLU, ReLU6, LeakyReLU, GELU, SiLU, Hardswish, Mish, ELU, ...):
+  ``relu="guided"`` (default, guided backpropagation): ``R_in = R_out * [x_in > 0] * [R_out > 0]``;
+  ``relu="deconvnet"``: ``R_in = relu(R_out)``. With ``stride_fix=False``, no residual addition
+  and the statistics of the normalisations frozen, the result is exactly autograd's guided
+  backpropagation (resp. the deconvnet) of ``½‖A_c‖²``, which the tests check on plain CNNs,
+  MobileNetV3, EfficientNet and ConvNeXt.
+- ``conv``, any groups (depthwise), dilation and stride: the transposed convolution with the
+  forward weights (no bias). Stride s > 1 and ``stride_fix=True`` (the fix of seed 001, also in
+  patch embeddings and strided depthwise convs): nearest-neighbour upsample the signal to the size
+  the layer would output with stride 1, ``H_in + pad_top + pad_bottom - dilation*(K-1)``, then the
+  stride-1 transposed convolution. ``stride_fix=False``: the strided transposed convolution, whose
+  uneven kernel overlap leaves a grid (checkerboard) pattern at the stride frequency.
+- ``norm``: ``bn="scale"`` (default) multiplies by the layer's recorded affine scale, its linear
+  part with the statistics frozen: BatchNorm ``gamma / sqrt(running_var + eps)`` per channel,
+  LayerNorm over tokens or over channels (channels-last, between permutes; ``LayerNorm2d``)
+  ``gamma / sqrt(var + eps)`` per position, GroupNorm ``gamma_c / sqrt(var_{b,g} + eps)``,
+  InstanceNorm, RMSNorm, ``F.normalize``; ``bn="identity"`` passes the signal through.
+- ``gate`` (a product of two signals, e.g. squeeze-excitation ``x * sigmoid(fc(pool(x)))``): the
+  signal branch gets ``R * gate`` (the recorded gate value), the gate branch nothing; ``x / y``
+  of two signals: the numerator gets ``R / y``.
+- ``add``: split between the summands in proportion to their contributions, ``|a| / (|a| + |b|)``
+  and ``|b| / (|a| + |b|)`` (halves where both are 0), so the signal is conserved rather than
+  doubled; the subtrahend of ``a - b`` gets its share negated; a constant summand gets nothing.
+- ``pool_max``: by its switches, to the argmax of each window (overlapping windows add up).
+- ``pool_avg``: its transpose; with ``stride_fix`` a 2-D average pool whose windows overlap
+  unevenly (``k % s != 0``) is upsampled first, as for convolutions.
+- ``reshape``, ``split``, ``cat``, ``resize``, ``linear``, ``conv_transpose``, ``scale``: their
+  exact transpose (the vector-Jacobian product of the linear op): the inverse index mapping of
+  every view, permute, transpose, flatten, chunk, split, cat and channel shuffle, the adjoint of
+  the upsampling, ``W^T`` of a linear layer.
+- ``identity`` (dropout, casts, clones): passed through.
+- ``attention`` and ``other``: no rule. The error names the op, its module, and the layers before
+  it that can be explained instead (e.g. the patch embedding of a ViT).
 
-Anything else on the way (a Linear layer, a product of two signals, GroupNorm, ...) is an error
-that names the op. The graph comes from ``torch.fx`` tracing and is run node by node, recording
-what each rule needs (ReLU masks, pooling inputs, the summands) before any in-place op runs, so
-no hook is ever put on the model. Padding modes other than zeros are treated as zero padding.
 The heatmap is the L2 norm over RGB of the positive part of the signal at the input, min-max
-normalised per image.
+normalised per image. No hook is ever put on the model; it comes back exactly as it went in.
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.fx as fx
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
 from ..inputs import check_images, model_device
 from ..maps import minmax
 from ..tap import preserved, resolve_layer
-from .graph import describe, trace
+from . import deconv_rules as rules
+from .deconv_layout import channel_axis, layouts
+from .deconv_rules import BN_RULES, RELU_RULES, bn_scale, conv_transpose
+from .graph import _execute, describe, op_kind, record_forward, signal_nodes, trace, unwrap
 
-RELU_RULES = ("guided", "deconvnet")
-BN_RULES = ("scale", "identity")
+__all__ = [
+    "BN_RULES",
+    "RELU_RULES",
+    "Deconvnet",
+    "bn_scale",
+    "conv_transpose",
+    "deconvnet",
+    "start_node",
+]
 
-
-def _existing(owner: object, *names: str) -> set:
-    return {getattr(owner, n) for n in names if hasattr(owner, n)}
-
-
-_RELU_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU)
-_RELU_FUNCTIONS = _existing(F, "relu", "relu_", "relu6", "leaky_relu") | _existing(
-    torch, "relu", "relu_"
-)
-_RELU_METHODS = {"relu", "relu_"}
-_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
-_ADD_METHODS = {"add", "add_"}
-_SCALE_FUNCTIONS = {operator.mul, operator.imul, operator.truediv, torch.mul, torch.div}
-_SCALE_METHODS = {"mul", "mul_", "div", "div_"}
-_LINEAR_MODULES = (
-    nn.MaxPool2d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d,
-    nn.Dropout,
-    nn.Dropout2d,
-    nn.Identity,
-    nn.Flatten,
-    nn.Unflatten,
-    nn.Upsample,
-    nn.ZeroPad2d,
-    nn.ConstantPad2d,
-    nn.PixelShuffle,
-    nn.ChannelShuffle,
-)
-_LINEAR_FUNCTIONS = (
-    _existing(
-        F,
-        "max_pool2d",
-        "avg_pool2d",
-        "adaptive_avg_pool2d",
-        "adaptive_max_pool2d",
-        "interpolate",
-        "pad",
-        "dropout",
-        "dropout2d",
-        "pixel_shuffle",
-    )
-    | _existing(
-        torch,
-        "max_pool2d",
-        "avg_pool2d",
-        "flatten",
-        "cat",
-        "concat",
-        "concatenate",
-        "reshape",
-        "squeeze",
-        "unsqueeze",
-        "transpose",
-        "permute",
-        "neg",
-        "sub",
-    )
-    | {operator.getitem, operator.sub, operator.neg}
-)
-_LINEAR_METHODS = {
-    "view",
-    "reshape",
-    "flatten",
-    "contiguous",
-    "permute",
-    "transpose",
-    "squeeze",
-    "unsqueeze",
-    "expand",
-    "repeat",
-    "clone",
-    "mean",
-    "sum",
-    "neg",
-    "sub",
-    "sub_",
-}
-
-
-@dataclass
-class _Linear:
-    """What a linear op needs to be replayed for its transpose: its arguments as at call time."""
-
-    args: Any
-    kwargs: Any
-    slots: list[tuple[fx.Node, Tensor]]
-
-
-@dataclass
-class _Split:
-    """A residual addition ``a + b``: the share of ``a`` in ``|a| + |b|``, and the two shapes."""
-
-    share: Tensor
-    shape_a: torch.Size
-    shape_b: torch.Size
-
-
-class _Slot:
-    """Marks where a recorded signal tensor goes back into a linear op's arguments."""
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-
-
-def _kind(node: fx.Node, modules: dict[str, nn.Module]) -> str:
-    """How the backward pass treats ``node``: input, conv, bn, relu, add, scale, linear, other."""
-    if node.op == "placeholder":
-        return "input"
-    if node.op == "call_module":
-        m = modules[node.target]
-        if isinstance(m, nn.Conv2d):
-            return "conv"
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            return "bn"
-        if isinstance(m, _RELU_MODULES):
-            return "relu"
-        if isinstance(m, _LINEAR_MODULES):
-            return "linear"
-        return "other"
-    if node.op == "call_function":
-        if node.target in _RELU_FUNCTIONS:
-            return "relu"
-        if node.target in _ADD_FUNCTIONS:
-            return "add"
-        if node.target in _SCALE_FUNCTIONS:
-            return "scale"
-        return "linear" if node.target in _LINEAR_FUNCTIONS else "other"
-    if node.op == "call_method":
-        if node.target in _RELU_METHODS:
-            return "relu"
-        if node.target in _ADD_METHODS:
-            return "add"
-        if node.target in _SCALE_METHODS:
-            return "scale"
-        return "linear" if node.target in _LINEAR_METHODS else "other"
-    return "other"
+_SUBTRACT = {"sub", "isub", "subtract", "sub_", "__sub__"}
+_RSUBTRACT = {"rsub", "__rsub__"}
 
 
 def start_node(graph: fx.Graph, layer: str) -> fx.Node:
@@ -210,77 +95,25 @@ def start_node(graph: fx.Graph, layer: str) -> fx.Node:
     return inside[-1]
 
 
-def _ancestors(node: fx.Node) -> set[fx.Node]:
-    seen: set[fx.Node] = set()
-    todo = [node]
-    while todo:
-        n = todo.pop()
-        if n not in seen:
-            seen.add(n)
-            todo.extend(n.all_input_nodes)
-    return seen
-
-
-def conv_transpose(
-    signal: Tensor, conv: nn.Conv2d, in_size: tuple[int, int], stride_fix: bool = True
-) -> Tensor:
-    """Send ``signal`` ``(B,C_out,h,w)`` back through ``conv`` to ``(B,C_in,H_in,W_in)``.
-
-    Stride 1: the transposed convolution with the forward weights (the bias is ignored).
-    Stride s > 1 with ``stride_fix``: nearest-neighbour upsample (output ``o`` covers stride-1
-    positions ``o*s .. o*s+s-1``) to the stride-1 output size ``H_in + pad_top + pad_bottom -
-    dilation*(K-1)``, then the stride-1 transposed convolution. Without the fix: the strided
-    transposed convolution, whose uneven kernel overlap leaves a grid pattern.
-    """
-    weight = conv.weight.to(signal.dtype)
-    pads, full = [], []
-    for axis in range(2):
-        k, d = conv.kernel_size[axis], conv.dilation[axis]
-        if conv.padding == "valid":
-            top = bottom = 0
-        elif conv.padding == "same":
-            total = d * (k - 1)
-            top, bottom = total // 2, total - total // 2
-        else:
-            top = bottom = conv.padding[axis]
-        pads.append(top)
-        full.append(in_size[axis] + top + bottom)  # padded input size
-    ones = [full[a] - conv.dilation[a] * (conv.kernel_size[a] - 1) for a in range(2)]  # stride 1
-    stride = tuple(conv.stride)
-    if stride_fix and stride != (1, 1):
-        for axis, s in enumerate(stride):
-            rows = torch.arange(ones[axis], device=signal.device) // s
-            rows = rows.clamp_max(signal.shape[2 + axis] - 1)
-            signal = signal.index_select(2 + axis, rows)
-        stride = (1, 1)
-    out = F.conv_transpose2d(
-        signal, weight, stride=stride, dilation=conv.dilation, groups=conv.groups
-    )
-    # The strided transposed conv can fall short of the padded size where the forward pass
-    # dropped a remainder (floor in the output size): those rows received nothing.
-    short = [max(0, full[a] - out.shape[2 + a]) for a in range(2)]
-    if short[0] or short[1]:
-        out = F.pad(out, (0, short[1], 0, short[0]))
-    return out[..., pads[0] : pads[0] + in_size[0], pads[1] : pads[1] + in_size[1]]
-
-
-def bn_scale(bn: nn.Module, channels: int, like: Tensor) -> Tensor:
-    """``gamma / sqrt(running_var + eps)`` ``(C,)`` of an eval-mode BatchNorm (1 where unknown)."""
-    var = getattr(bn, "running_var", None)
-    scale = torch.ones(channels, dtype=like.dtype, device=like.device)
-    if var is not None:
-        scale = scale / torch.sqrt(var.to(like) + bn.eps)
-    if getattr(bn, "weight", None) is not None:
-        scale = scale * bn.weight.to(like)
-    return scale
+def _outputs_of_modules(graph: fx.Graph) -> dict[fx.Node, str]:
+    """The node that gives each module's output (its last node), by node."""
+    last: dict[str, fx.Node] = {}
+    for n in graph.nodes:
+        if n.op == "call_module":
+            last[str(n.target)] = n
+        for key in n.meta.get("nn_module_stack") or {}:
+            if key and "@" not in key:
+                last[key] = n
+    return {n: name for name, n in last.items()}
 
 
 class Deconvnet:
     """A traced model that visualises features of any of its layers (see the module docstring).
 
     ``Deconvnet(model).signal(images, layer, channels)`` gives the signal at the input pixels
-    ``(B,3,H,W)``; ``.heatmap(...)`` the normalised map ``(B,H,W)``. Tracing happens once, at
-    construction; the model itself is never modified (each run holds :func:`preserved`).
+    ``(B,3,H,W)``; ``.heatmap(...)`` the normalised map ``(B,H,W)``; ``.explainable(images,
+    layers)`` which layers it can pass back from. Tracing happens once, at construction; the
+    model itself is never modified (each run holds :func:`preserved`).
     """
 
     def __init__(
@@ -300,7 +133,10 @@ class Deconvnet:
         self.bn = bn
         with preserved(model):
             self.graph_module = trace(model, "deconvnet")
-        self.modules = dict(self.graph_module.named_modules())
+        self.signal_set = signal_nodes(self.graph_module)
+        self._prefix = _wrapper_prefixes(model)
+
+    # ---- public ---------------------------------------------------------------------------
 
     def heatmap(self, images: Tensor, layer: str, channels: int | Sequence[int] | Tensor) -> Tensor:
         """``(B,H,W)`` float32 in [0,1]: ``minmax(||relu(signal)||_RGB)`` of :meth:`signal`.
@@ -324,197 +160,259 @@ class Deconvnet:
         Returns ``(B,C,H,W)`` in the images' dtype. Every rule is positively homogeneous, so
         ``rescale=True`` (start map divided by its maximum per image) changes only the scale.
         """
-        start = start_node(self.graph_module.graph, layer)
-        needed = _ancestors(start)
-        order = [n for n in self.graph_module.graph.nodes if n in needed]
+        gm = self.graph_module
+        start = start_node(gm.graph, self._name(layer))
         with preserved(self.model), torch.no_grad():
-            env, records = self._forward(images, order)
-            activation = env[start]
+            rec = record_forward(gm, images, keep=self._wanted, stop=start)
+            activation = rec.output
             if not isinstance(activation, Tensor) or activation.dim() != 4:
                 found = tuple(activation.shape) if isinstance(activation, Tensor) else activation
                 raise ValueError(f"layer {layer!r} must output a (B,K,h,w) tensor, got {found}")
-            picked = _channel_mask(channels, activation)
-            self._check_supported(order, env)
-            del env
+            rec.shapes[start] = activation.shape
+            order = [n for n in gm.graph.nodes if n in rec.shapes or n in rec.records]
+            order = _ancestors_in(order, start)
+            reasons = self._reasons(order, rec.shapes)
+            if reasons[start] is not None:
+                raise ValueError(self._explain_block(reasons[start], order, reasons, rec.shapes))
+            axis = channel_axis(layouts(gm, order, rec.shapes, self.signal_set).get(start))
+            if axis is None:
+                raise ValueError(
+                    f"deconvnet cannot tell which axis of layer {layer!r}'s output "
+                    f"{tuple(activation.shape)} holds the channels (it follows the graph from "
+                    "the images: convolutions give (B,C,h,w), permutes move the axes); explain "
+                    "a layer with a (B,C,h,w) or channels-last (B,h,w,C) output"
+                )
+            picked = _channel_mask(channels, activation.movedim(axis, 1)).movedim(1, axis)
             signal = activation * picked
             if rescale:
                 signal = signal / _peak(signal.abs())
-            return self._backward(order, records, start, signal)
+            del activation
+            return self._backward(order, rec, start, signal)
 
-    def _forward(self, images: Tensor, order: list[fx.Node]) -> tuple[dict, dict]:
-        """Run ``order``; record what each backward rule needs (before any in-place op runs)."""
-        env: dict[fx.Node, Any] = {}
-        records: dict[fx.Node, Any] = {}
-        placeholders = 0
-        for node in order:
-            if node.op == "placeholder":
-                env[node] = images if placeholders == 0 else (node.args[0] if node.args else None)
-                placeholders += 1
-                continue
-            args = fx.node.map_arg(node.args, lambda n: env[n])
-            kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
-            records[node] = self._record(node, args, kwargs, env)
-            env[node] = self._execute(node, args, kwargs)
-        return env, records
+    def explainable(
+        self, images: Tensor, layers: Sequence[str], channels_last: bool = True
+    ) -> dict[str, str | None]:
+        """For each of ``layers``: ``None`` if the deconvnet can pass the signal back from it to
+        the pixels, else the reason (the op that has no rule, an output without a channel axis,
+        or a channels-last output where ``channels_last=False``). One forward pass of
+        ``images`` ``(B,C,H,W)``."""
+        gm = self.graph_module
+        starts = {name: start_node(gm.graph, self._name(name)) for name in layers}
+        with preserved(self.model), torch.no_grad():
+            rec = record_forward(gm, images, keep=())
+        order = list(gm.graph.nodes)
+        reasons = self._reasons(order, rec.shapes)
+        axes = layouts(gm, order, rec.shapes, self.signal_set)
+        found = {}
+        for name, node in starts.items():
+            found[name] = reasons.get(node)
+            axis = channel_axis(axes.get(node))
+            shape = tuple(rec.shapes.get(node, ()))
+            if found[name] is None and axis is None:
+                found[name] = f"its output {shape} has no channel axis deconvnet can read"
+            elif found[name] is None and axis != 1 and not channels_last:
+                found[name] = f"its output {shape} is channels-last (B,h,w,C)"
+        return found
 
-    def _execute(self, node: fx.Node, args: Any, kwargs: Any) -> Any:
-        if node.op == "call_module":
-            return self.modules[node.target](*args, **kwargs)
-        if node.op == "call_function":
-            return node.target(*args, **kwargs)
-        if node.op == "call_method":
-            return getattr(args[0], node.target)(*args[1:], **kwargs)
-        if node.op == "get_attr":
-            value: Any = self.graph_module
-            for part in str(node.target).split("."):
-                value = getattr(value, part)
-            return value
-        raise ValueError(f"deconvnet cannot run graph node {node.op} {node.name!r}")
+    # ---- planning -------------------------------------------------------------------------
 
-    def _record(self, node: fx.Node, args: Any, kwargs: Any, env: dict) -> Any:
-        kind = _kind(node, self.modules)
-        if kind == "conv":
-            return tuple(args[0].shape[-2:])
-        if kind == "relu":
-            return args[0] > 0
-        if kind == "add":
-            return self._record_add(node, env)
-        if kind in ("linear", "scale"):
-            return self._record_linear(node, env, scale=kind == "scale")
-        return None
+    def _name(self, layer: str) -> str:
+        for prefix in self._prefix:
+            if layer.startswith(prefix):
+                return layer[len(prefix) :]
+        return layer
 
-    def _signal_inputs(self, node: fx.Node, env: dict) -> list[fx.Node]:
-        """The arguments of ``node`` that carry signal: tensors computed from the input image."""
-        return [
-            n
-            for n in node.all_input_nodes
-            if isinstance(env.get(n), Tensor) and n.op not in ("get_attr",) and _carries(n)
-        ]
+    def _wanted(self, node: fx.Node) -> bool:
+        return node in self.signal_set and op_kind(self.graph_module, node) != "shape"
 
-    def _record_add(self, node: fx.Node, env: dict) -> Any:
-        inputs = self._signal_inputs(node, env)
-        if len(inputs) < 2 or len(node.args) < 2 or node.args[0] is node.args[1]:
-            return self._record_linear(node, env, scale=False)
-        a, b = env[node.args[0]], env[node.args[1]]
-        total = a.abs() + b.abs()
-        share = torch.where(total > 0, a.abs() / total.clamp_min(1e-30), 0.5)
-        return _Split(share, a.shape, b.shape)
-
-    def _record_linear(self, node: fx.Node, env: dict, scale: bool) -> _Linear:
-        slots: list[tuple[fx.Node, Tensor]] = []
-
-        def keep(n: fx.Node) -> Any:
-            value = env[n]
-            if not _carries(n) or n.op == "get_attr":
-                return value
-            if isinstance(value, (tuple, list)) and any(isinstance(v, Tensor) for v in value):
-                raise ValueError(
-                    f"deconvnet cannot pass the signal back through {n.name!r}, which returns "
-                    f"several tensors ({describe(self.graph_module, n)})"
-                )
-            if not isinstance(value, Tensor):
-                return value
-            slots.append((n, value.detach().clone()))
-            return _Slot(len(slots) - 1)
-
-        args = fx.node.map_arg(node.args, keep)
-        kwargs = fx.node.map_arg(node.kwargs, keep)
-        if scale and len(slots) > 1:
+    def _sources(self, node: fx.Node, shapes: dict) -> list[fx.Node]:
+        """The inputs of ``node`` that receive signal; raises where ``node`` has no rule."""
+        gm = self.graph_module
+        kind = op_kind(gm, node)
+        if kind == "attention":
             raise ValueError(
-                f"deconvnet cannot pass the signal back through "
-                f"{describe(self.graph_module, node)} (node {node.name!r}): it multiplies or "
-                "divides two signals (gating/attention)"
+                f"deconvnet has no rule for the attention {describe(gm, node)} (node "
+                f"{node.name!r}): its weights are computed from the image, so no fixed "
+                "transpose sends the signal back through it"
             )
-        return _Linear(args, kwargs, slots)
+        if kind not in rules.PASSABLE:
+            raise ValueError(
+                f"deconvnet cannot pass the signal back through {describe(gm, node)} (node "
+                f"{node.name!r}); it has rules for convolutions, linear layers, activations, "
+                "normalisations, pooling, reshapes, split/cat, additions, gates, scaling and "
+                "resizing"
+            )
+        if kind == "gate":
+            return [rules.gate_operands(gm, node, self.signal_set, shapes)[0]]
+        found = list(dict.fromkeys(n for n in node.all_input_nodes if n in self.signal_set))
+        if kind in ("conv", "linear", "norm", "activation") and len(found) > 1:
+            raise ValueError(
+                f"deconvnet cannot pass the signal back through {describe(gm, node)} (node "
+                f"{node.name!r}): its weights depend on the image"
+            )
+        return found
 
-    def _check_supported(self, order: list[fx.Node], env: dict) -> None:
+    def _reasons(self, order: list[fx.Node], shapes: dict) -> dict[fx.Node, str | None]:
+        """For each node of ``order`` (topological): why no signal can reach the pixels from
+        it (the first op on the way without a rule), or ``None``."""
+        reasons: dict[fx.Node, str | None] = {}
         for node in order:
-            if _kind(node, self.modules) == "other" and isinstance(env.get(node), Tensor):
-                if node.op == "get_attr" or not _carries(node):
-                    continue
-                raise ValueError(
-                    "deconvnet cannot pass the signal back through "
-                    f"{describe(self.graph_module, node)} (node {node.name!r}); it supports "
-                    "Conv2d, BatchNorm2d, ReLU/ReLU6/LeakyReLU, max/avg pooling, residual "
-                    "additions, concatenation, slicing, reshaping, dropout, padding and resizing"
-                )
+            if node not in self.signal_set or node.op == "placeholder":
+                reasons[node] = None
+                continue
+            try:
+                sources = self._sources(node, shapes)
+            except ValueError as error:
+                reasons[node] = str(error)
+                continue
+            reasons[node] = next((reasons[s] for s in sources if reasons.get(s)), None)
+        return reasons
 
-    def _backward(
-        self, order: list[fx.Node], records: dict, start: fx.Node, signal: Tensor
-    ) -> Tensor:
+    def _explain_block(self, reason: str, order: list, reasons: dict, shapes: dict) -> str:
+        """The error: the reason, and the latest layers before it that can be explained."""
+        names = _outputs_of_modules(self.graph_module.graph)
+        axes = layouts(self.graph_module, order, shapes, self.signal_set)
+        fine = [
+            names[n]
+            for n in order
+            if n in names and reasons.get(n) is None and channel_axis(axes.get(n)) is not None
+        ]
+        fine = list(dict.fromkeys(fine))[-3:]
+        instead = (
+            f"layers it can explain on the way: {', '.join(map(repr, fine))}"
+            if fine
+            else "no layer on the way can be explained"
+        )
+        return f"{reason}. Pick a layer before it; {instead}"
+
+    # ---- backward -------------------------------------------------------------------------
+
+    def _backward(self, order: list[fx.Node], rec: Any, start: fx.Node, signal: Tensor) -> Tensor:
         """Walk ``order`` backwards from ``start``; return the signal at the first input."""
-        pending: dict[fx.Node, Tensor] = {start: signal}
+        pending: dict[fx.Node, Any] = {start: signal}
         first_input = next(n for n in order if n.op == "placeholder")
         for node in reversed(order):
             if node is first_input or node not in pending:
                 continue
             incoming = pending.pop(node)
-            for source, part in self._step(node, records.get(node), incoming):
-                pending[source] = pending[source] + part if source in pending else part
+            for source, part in self._step(node, rec, incoming):
+                if isinstance(part, tuple):  # (index, signal) for an op with several outputs
+                    index, value = part
+                    slots = pending.setdefault(source, {})
+                    slots[index] = slots[index] + value if index in slots else value
+                else:
+                    pending[source] = pending[source] + part if source in pending else part
         if first_input not in pending:
             raise ValueError("no signal reached the input image from this layer")
-        return pending[first_input]
+        return pending[first_input].to(signal.dtype)
 
-    def _step(self, node: fx.Node, record: Any, r: Tensor) -> list[tuple[fx.Node, Tensor]]:
+    def _step(self, node: fx.Node, rec: Any, r: Any) -> list[tuple[fx.Node, Any]]:
         """One backward rule: the signal ``r`` at ``node``'s output → ``[(input node, signal)]``."""
-        kind = _kind(node, self.modules)
-        if kind == "conv":
-            conv = self.modules[node.target]
-            return [(node.args[0], conv_transpose(r, conv, record, self.stride_fix))]
-        if kind == "bn":
+        gm = self.graph_module
+        kind = op_kind(gm, node)
+        record = rec.records[node]
+        x = _first_signal(node, record, self.signal_set)
+        if (
+            node.op == "call_function"
+            and node.target is operator.getitem
+            and isinstance(record[0][0], (tuple, list))
+        ):
+            return [(node.args[0], (record[0][1], r))]
+        if kind == "identity":
+            return [(x[0], r.to(x[1].dtype))]
+        if kind == "conv" and x[1].dim() == 4:
+            spec = rules.conv_spec(gm, node, record)
+            return [(x[0], conv_transpose(r, spec, tuple(x[1].shape[-2:]), self.stride_fix))]
+        if kind == "activation":
+            return [(x[0], rules.relu_rule(self.relu, r, x[1] > 0))]
+        if kind == "norm":
             if self.bn == "identity":
-                return [(node.args[0], r)]
-            scale = bn_scale(self.modules[node.target], r.shape[1], r)
-            return [(node.args[0], r * scale[None, :, None, None])]
-        if kind == "relu":
-            if self.relu == "deconvnet":
-                return [(node.args[0], torch.relu(r))]
-            return [(node.args[0], r * (record & (r > 0)))]
-        if isinstance(record, _Split):
-            a, b = record.share, 1 - record.share
+                return [(x[0], r)]
+            scale = rules.norm_scale(gm, node, record)
+            return [(x[0], (r * scale).sum_to_size(x[1].shape))]
+        if kind == "add":
+            return self._add(node, record, r)
+        if kind == "gate":
+            sig, gate, divides = rules.gate_operands(gm, node, self.signal_set, rec.shapes)
+            g = _value_of(node, record, gate)
+            part = r / g if divides else r * g
+            return [(sig, part.sum_to_size(_value_of(node, record, sig).shape))]
+        replay = rules.replay_record(node, record, self.signal_set, keep_values=kind == "pool_max")
+        if kind == "pool_avg" and self.stride_fix and x[1].dim() == 4:
+            fixed = rules.avg_pool_fix(gm, node, replay, r, self._execute)
+            if fixed is not None:
+                return fixed
+        return rules.transpose(self._execute, node, replay, r)
+
+    def _add(self, node: fx.Node, record: tuple, r: Tensor) -> list[tuple[fx.Node, Tensor]]:
+        name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+        signs = (-1.0, 1.0) if name in _RSUBTRACT else (1.0, -1.0) if name in _SUBTRACT else (1, 1)
+        a, b = node.args[0], node.args[1] if len(node.args) > 1 else node.kwargs.get("other")
+        va, vb = record[0][0], record[0][1] if len(record[0]) > 1 else record[1].get("other")
+        carrying = [n in self.signal_set for n in (a, b)]
+        if all(carrying) and a is not b:
+            share = rules.add_shares(va, vb * signs[1])
             return [
-                (node.args[0], (r * a).sum_to_size(record.shape_a)),
-                (node.args[1], (r * b).sum_to_size(record.shape_b)),
+                (a, (signs[0] * r * share).sum_to_size(va.shape)),
+                (b, (signs[1] * r * (1 - share)).sum_to_size(vb.shape)),
             ]
-        if isinstance(record, _Linear):
-            return _transpose(node, record, r, self._execute)
-        raise ValueError(
-            f"deconvnet cannot pass the signal back through {describe(self.graph_module, node)}"
-        )
+        if all(carrying):  # x + x
+            return [(a, (r * signs[0] * 0.5 + r * signs[1] * 0.5).sum_to_size(va.shape))]
+        which, value, sign = (a, va, signs[0]) if carrying[0] else (b, vb, signs[1])
+        return [(which, (sign * r).sum_to_size(value.shape))]
+
+    def _execute(self, node: fx.Node, args: Any, kwargs: Any) -> Any:
+        return _execute(self.graph_module, node, args, kwargs)
 
 
-def _carries(node: fx.Node) -> bool:
-    """Whether ``node`` is computed from a graph input (False for constants and parameters)."""
-    cached = node.meta.get("_fw_carries")
-    if cached is None:
-        if node.op == "placeholder":
-            cached = True
-        elif node.op == "get_attr":
-            cached = False
-        else:
-            cached = any(_carries(n) for n in node.all_input_nodes)
-        node.meta["_fw_carries"] = cached
-    return cached
+def _wrapper_prefixes(model: nn.Module) -> list[str]:
+    """``"module."`` / ``"_orig_mod."`` prefixes of the wrappers around the traced module."""
+    prefixes, prefix, m = [], "", model
+    while m is not unwrap(m):
+        inner = getattr(m, "module", None)
+        attr = "module" if isinstance(inner, nn.Module) else "_orig_mod"
+        prefix += attr + "."
+        prefixes.append(prefix)
+        m = getattr(m, attr)
+    return prefixes[::-1]
 
 
-def _transpose(
-    node: fx.Node, record: _Linear, r: Tensor, execute: Any
-) -> list[tuple[fx.Node, Tensor]]:
-    """The transpose of a linear op: its vector-Jacobian product at the recorded inputs."""
-    if not record.slots:
-        return []
-    with torch.enable_grad():
-        leaves = [value.detach().requires_grad_(True) for _, value in record.slots]
-        copies = [leaf.clone() for leaf in leaves]  # in-place ops must not touch the leaves
+def _ancestors_in(order: list[fx.Node], start: fx.Node) -> list[fx.Node]:
+    seen: set[fx.Node] = set()
+    todo = [start]
+    while todo:
+        n = todo.pop()
+        if n not in seen:
+            seen.add(n)
+            todo.extend(n.all_input_nodes)
+    return [n for n in order if n in seen]
 
-        def fill(a: Any) -> Any:
-            return copies[a.index] if isinstance(a, _Slot) else a
 
-        args = fx.node.map_aggregate(record.args, fill)
-        kwargs = fx.node.map_aggregate(record.kwargs, fill)
-        out = execute(node, args, kwargs)
-        grads = torch.autograd.grad(out, leaves, grad_outputs=r.to(out.dtype), allow_unused=True)
-    return [(n, g) for (n, _), g in zip(record.slots, grads, strict=True) if g is not None]
+def _first_signal(node: fx.Node, record: tuple, signal: set) -> tuple[fx.Node, Any]:
+    """The first signal input of ``node`` and its recorded value."""
+    found: list[tuple[fx.Node, Any]] = []
+
+    def take(n: fx.Node, value: Any) -> Any:
+        if n in signal and not found:
+            found.append((n, value))
+        return value
+
+    rules.zip_args(node.args, record[0], take)
+    rules.zip_args(node.kwargs, record[1], take)
+    return found[0] if found else (None, None)
+
+
+def _value_of(node: fx.Node, record: tuple, wanted: fx.Node) -> Any:
+    found: list[Any] = []
+
+    def take(n: fx.Node, value: Any) -> Any:
+        if n is wanted and not found:
+            found.append(value)
+        return value
+
+    rules.zip_args(node.args, record[0], take)
+    rules.zip_args(node.kwargs, record[1], take)
+    return found[0]
 
 
 def _peak(x: Tensor) -> Tensor:
@@ -549,15 +447,18 @@ def deconvnet(
     """Visualise channel ``channel`` of ``layer`` on ``images``: ``(B,H,W)`` float32 in [0,1].
 
     Args:
-        model: any ``nn.Module`` that ``torch.fx`` can trace (Sequential CNNs, VGG, ResNet, ...).
+        model: any ``nn.Module`` that ``torch.fx`` can trace (VGG, ResNet, MobileNet,
+            EfficientNet, ConvNeXt, RegNet, ShuffleNet, ...; wrappers are traced through).
         images: ``(B,3,H,W)`` or ``(3,H,W)`` float tensor, preprocessed for the model.
-        layer: a module name from ``model.named_modules()`` (or the module) that runs once.
+        layer: a module name from ``model.named_modules()`` (or the module) that runs once and
+            outputs ``(B,K,h,w)``; between it and the pixels no attention (a clear error names
+            the op and the layers before it that can be explained).
         channel: the channel to visualise, one int or one per image.
         stride_fix: upsample before strided transposed convolutions (no grid artefacts).
-        relu: "guided" (default) or "deconvnet" (see the module docstring).
-        bn: "scale" (default, BatchNorm's gamma / sqrt(var + eps)) or "identity".
+        relu: "guided" (default) or "deconvnet": the rule of every activation.
+        bn: "scale" (default, every normalisation's recorded affine scale) or "identity".
 
-    The model comes back exactly as it went in (modes, flags, grads; no hooks are used).
+    The model comes back exactly as it went in (modes, flags, grads, buffers; no hooks).
     """
     images = check_images(images).to(model_device(model))
     name, _ = resolve_layer(model, layer)
