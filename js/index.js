@@ -1,21 +1,35 @@
 // famwidget frontend: gallery, blended view, channel inspection. It only knows the wire format:
-// synced traits (image, heatmap, channels, ...) and custom messages (progress, partial maps).
+// synced traits (js/traits.js) and custom messages (progress, partial maps, state). It uses only
+// anywidget's documented model interface, so every host works (JupyterLab, Notebook 7, marimo,
+// Colab, VS Code, the offline page).
 import { toBytes, toUint16 } from "./buffers.js";
-import { channelHeat, contributionsAt, decodeChannels, overallContributions } from "./channels.js";
-import { blend, COLORMAPS, lut } from "./colormap.js";
-import { drawRGB, h, setOptions } from "./dom.js";
-import { markSelected, renderGallery } from "./gallery.js";
+import { describeView, methodName, targetWords } from "./caption.js";
+import { contributionsAt, decodeChannels, overallContributions } from "./channels.js";
+import { lut } from "./colormap.js";
+import { buildControls, syncControls } from "./controls.js";
+import { h, setOptions } from "./dom.js";
+import { composeView, downloadCanvas } from "./download.js";
+import { arrangeGallery, buildGalleryTools, galleryKey, markSelected, renderGallery } from "./gallery.js";
+import { followHost } from "./host.js";
+import { buildLegend, legendScale, paintLegend } from "./legend.js";
+import { fitSize, paintView } from "./paint.js";
+import { bind, localState, reader, writer } from "./state.js";
+import { VIEW_TRAITS } from "./traits.js";
+import { buildWork, showError, showProgress } from "./work.js";
 import css from "./widget.css";
 
 import { StaticModel } from "./standalone.js";
 
-function render({ model, el }) {
-  const ui = buildDom(el);
-  const local = { rgb: null, heat: null, H: 0, W: 0, channels: null, hover: null, pinned: null,
-                  point: null, pair: null, points: null };
+const now = () => (typeof performance !== "undefined" ? performance.now() : Date.now());
 
-  const get = (name, fallback) => model.get(name) ?? fallback;
-  const setState = (state) => { ui.root.dataset.state = state; };
+function render({ model, el, host }) {
+  const ui = buildDom();
+  const local = localState();
+  const get = reader(model);
+  const setTrait = writer(model);
+  const setState = (state) => { ui.root.dataset.state = state; updateCaption(); };
+  const settings = () => ({ alpha: get("alpha", 0.5), colormap: get("colormap", "jet"),
+                            threshold: get("threshold", 0), side_by_side: get("side_by_side", false) });
 
   function loadView() {
     const view = get("view", {});
@@ -28,7 +42,8 @@ function render({ model, el }) {
     local.points = toUint16(get("points", null));
     local.pair = decodePair(get("pair", {}), get("pair_image", null), get("pair_heatmap", null));
     ui.root.classList.toggle("fw-has-pair", !!local.pair);
-    ui.pairCaption.textContent = local.pair ? local.pair.caption : "";
+    ui.pairCaption.textContent = local.pair ? pairCaption(local.pair) : "";
+    ui.viewLabel.textContent = local.pair ? labelOf(view) : "";
     if (local.pair) setOptions(ui.pairTarget, local.pair.targets, get("pair_target", "similarity"));
     local.channels = decodeChannels(get("channels", null), get("channel_info", {}));
     local.hover = null;
@@ -36,63 +51,46 @@ function render({ model, el }) {
     local.point = null;
     delete ui.root.dataset.hoverChannel;
     delete ui.root.dataset.pinnedChannel;
-    ui.caption.textContent = view.caption || "";
+    sizeStage();
     listChannels(local.channels ? overallContributions(local.channels) : []);
     paint();
   }
 
-  function currentHeat() {
-    const inspected = local.hover ?? local.pinned;
-    if (inspected != null && local.channels) return channelHeat(local.channels, inspected, local.H, local.W);
-    return local.heat;
+  /** The stage keeps the fitted height of the images, so nothing moves as views change. */
+  function sizeStage() {
+    const view = get("view", {});
+    const info = get("gallery", {});
+    const [H, W] = view.h ? [view.h, view.w] : info.image || [info.h || 0, info.w || 0];
+    if (H && W) ui.stage.style.minHeight = `${fitSize(H, W).height}px`;
+    ui.hint.style.width = H && W ? `${fitSize(H, W).width}px` : "";
+  }
+
+  const labelOf = (view) => view.label ?? (get("gallery", {}).captions || [])[view.index] ?? `#${view.index}`;
+
+  /** The channel being shown instead of the method's map, or null. */
+  function inspectedChannel() {
+    const c = local.hover ?? local.pinned;
+    if (c == null || !local.channels) return null;
+    const info = get("channel_info", {});
+    const lo = info.lo?.[c] ?? 0;
+    return { name: local.channels.names[c], weight: local.channels.weights[c], lo, hi: lo + 255 * (info.scale?.[c] ?? 0) };
+  }
+
+  function updateCaption() {
+    const view = get("view", {});
+    const [first, second] = describeView(view, labelOf(view), inspectedChannel(), ui.root.dataset.state);
+    ui.captionMain.textContent = first;
+    ui.captionSub.textContent = second;
+    ui.caption.title = [first, second].filter(Boolean).join("\n");
   }
 
   function paint() {
-    const { H, W, rgb } = local;
-    ui.stage.classList.toggle("fw-side-by-side", !!get("side_by_side", false));
-    if (!rgb) {
-      ui.view.width = 1; ui.view.height = 1;
-      return;
-    }
-    const table = lut(get("colormap", "jet"));
-    const pixels = blend(rgb, currentHeat(), get("alpha", 0.5), table, get("threshold", 0));
-    ui.view.width = W; ui.view.height = H;
-    fitCanvas(ui.view, H, W);
-    const ctx = ui.view.getContext("2d");
-    if (!ctx) return; // a DOM without 2-D canvas (tests); nothing to paint
-    ctx.putImageData(new ImageData(pixels, W, H), 0, 0);
-    if (get("side_by_side", false)) { drawRGB(ui.side, rgb, H, W); fitCanvas(ui.side, H, W); }
-    if (local.pair) {
-      const p = local.pair;
-      const pairPixels = blend(p.rgb, p.heat, get("alpha", 0.5), table, get("threshold", 0));
-      ui.pairView.width = p.w; ui.pairView.height = p.h;
-      fitCanvas(ui.pairView, p.h, p.w);
-      ui.pairView.getContext("2d").putImageData(new ImageData(pairPixels, p.w, p.h), 0, 0);
-    }
-    if ((local.hover ?? local.pinned) == null) drawFixations();
-    drawPoint();
-  }
-
-  /** CNN Fixations: the backtracked (y, x) points, drawn over the blended view. */
-  function drawFixations() {
-    const pts = local.points;
-    if (!pts || !pts.length) return;
-    const ctx = ui.view.getContext("2d");
-    const size = Math.max(1, Math.round(local.W / 112));
-    ctx.fillStyle = "rgba(0,0,0,0.65)";
-    for (let i = 0; i + 1 < pts.length; i += 2) ctx.fillRect(pts[i + 1] - size, pts[i] - size, 2 * size + 1, 2 * size + 1);
-    ctx.fillStyle = "#fff";
-    for (let i = 0; i + 1 < pts.length; i += 2) ctx.fillRect(pts[i + 1] - size + 1, pts[i] - size + 1, 2 * size - 1, 2 * size - 1);
-  }
-
-  function drawPoint() {
-    if (!local.point) return;
-    const ctx = ui.view.getContext("2d");
-    ctx.strokeStyle = "#fff";
-    ctx.lineWidth = Math.max(1, local.W / 100);
-    ctx.beginPath();
-    ctx.arc(local.point.x + 0.5, local.point.y + 0.5, Math.max(2, local.W / 40), 0, 2 * Math.PI);
-    ctx.stroke();
+    paintView(ui, local, settings());
+    const channel = inspectedChannel();
+    const scale = legendScale({ kind: !local.rgb || (!local.heat && !channel) ? "none" : channel ? "channel" : "map",
+      method: methodName(get("view", {}).method), channel, threshold: get("threshold", 0) });
+    paintLegend(ui.legend, scale, lut(get("colormap", "jet")));
+    updateCaption();
   }
 
   function listChannels(rows) {
@@ -100,7 +98,8 @@ function render({ model, el }) {
     ui.channels.replaceChildren(...rows.map((r) => {
       const item = h("li", {
         class: "fw-channel", dataset: { channel: r.channel, index: r.index },
-        title: `channel ${r.name}: weight ${r.weight.toPrecision(3)} x activation ${r.activation.toPrecision(3)}`,
+        title: `channel ${r.name}: weight ${r.weight.toPrecision(3)} x activation ${r.activation.toPrecision(3)}` +
+               ` = ${r.contribution.toPrecision(3)}`,
         onmouseenter: () => inspect(r.index, r.channel),
         onmouseleave: () => inspect(null, null),
         onclick: () => pin(r.index, r.channel),
@@ -113,6 +112,9 @@ function render({ model, el }) {
       return item;
     }));
     ui.channelsTitle.textContent = local.point ? "channels at the pointer" : "top channels";
+    ui.channelsUnit.textContent = rows.length
+      ? `value = weight x activation${local.point ? " here" : " (mean over the image)"}`
+      : local.rgb ? "this method has no channel weights" : "";
   }
 
   function inspect(index, channel) {
@@ -126,8 +128,8 @@ function render({ model, el }) {
     local.pinned = local.pinned === index ? null : index;
     if (local.pinned == null) delete ui.root.dataset.pinnedChannel;
     else ui.root.dataset.pinnedChannel = channel;
-    for (const el of ui.channels.querySelectorAll(".fw-channel")) {
-      el.classList.toggle("fw-pinned", Number(el.dataset.index) === local.pinned);
+    for (const item of ui.channels.querySelectorAll(".fw-channel")) {
+      item.classList.toggle("fw-pinned", Number(item.dataset.index) === local.pinned);
     }
     paint();
   }
@@ -143,17 +145,22 @@ function render({ model, el }) {
     paint();
   }
 
-  function pick(index) {
-    markSelected(ui.gallery, index);
+  function startWork() {
+    local.started = now();
     setState("computing");
     setProgress(0);
+  }
+
+  function pick(index) {
+    const view = get("view", {});
+    const shown = get("state", "") === "ready" && get("selected", -1) === index && view.index === index && !!local.rgb;
+    markSelected(ui.gallery, index);
+    if (shown) { syncState(); return; } // already on screen: nothing to ask, nothing to wait for
+    startWork();
     model.send({ type: "select", index });
   }
 
-  function setProgress(value) {
-    ui.progress.dataset.progress = String(value);
-    ui.progressBar.style.width = `${Math.round(100 * value)}%`;
-  }
+  const setProgress = (value) => showProgress(ui, value, ui.root.dataset.state, local.started, now());
 
   function onMessage(content, buffers) {
     if (!content || typeof content !== "object") return;
@@ -174,23 +181,8 @@ function render({ model, el }) {
 
   function syncState() {
     setState(get("state", "idle"));
-    ui.error.textContent = get("error", "");
-    ui.error.hidden = !get("error", "");
+    showError(ui, get("error", ""), get("traceback", ""));
     setProgress(get("progress", 0));
-  }
-
-  function syncControls() {
-    setOptions(ui.method, get("methods", []), get("method", ""));
-    setOptions(ui.layer, get("layers", []), get("layer", ""));
-    setOptions(ui.colormap, COLORMAPS, get("colormap", "jet"));
-    ui.alpha.value = String(get("alpha", 0.5));
-    ui.threshold.value = String(get("threshold", 0));
-    ui.sideBySide.checked = !!get("side_by_side", false);
-  }
-
-  function setTrait(name, value) {
-    model.set(name, value);
-    model.save_changes();
   }
 
   // Controls change the view locally; the trait is saved so an exported page keeps the setting.
@@ -198,106 +190,123 @@ function render({ model, el }) {
   ui.threshold.addEventListener("input", () => { setTrait("threshold", Number(ui.threshold.value)); paint(); });
   ui.colormap.addEventListener("change", () => { setTrait("colormap", ui.colormap.value); paint(); });
   ui.sideBySide.addEventListener("change", () => { setTrait("side_by_side", ui.sideBySide.checked); paint(); });
-  // a new method or layer re-explains the chosen image, if there is one
+  // a new method or layer re-explains the chosen image; the same value again changes nothing
   const choose = (name, value) => {
-    if (get("selected", -1) >= 0) setState("computing");
+    if (value === get(name, "")) { syncControls(ui, get); syncState(); return; }
+    if (get("selected", -1) >= 0) startWork();
     setTrait(name, value);
   };
   ui.method.addEventListener("change", () => choose("method", ui.method.value));
   ui.layer.addEventListener("change", () => choose("layer", ui.layer.value));
   ui.pairTarget.addEventListener("change", () => choose("pair_target", ui.pairTarget.value));
   ui.view.addEventListener("mousemove", onPointer);
+  ui.cancel.addEventListener("click", () => {
+    model.send({ type: "cancel" });
+    ui.status.textContent = "cancelling …";
+  });
+  ui.download.addEventListener("click", () => {
+    const style = getComputedStyle(ui.root);
+    const png = composeView(el.ownerDocument || document, [ui.pairView, ui.side, ui.view], ui.legend.bar,
+      [ui.captionMain.textContent, ui.captionSub.textContent, ui.legend.text.textContent],
+      { fg: style.color || "#000", bg: style.backgroundColor || "#fff" });
+    const view = get("view", {});
+    const name = `famwidget-${view.method || "view"}-${view.index ?? "none"}.png`;
+    downloadCanvas(png, name).then(() => { ui.root.dataset.download = name; },
+      (error) => { ui.status.textContent = error.message; });
+  });
 
+  const arrange = () => {
+    const info = get("gallery", {});
+    const shown = arrangeGallery(ui.gallery, info, ui.sort.value, ui.filter.value);
+    ui.galleryCount.textContent = `${shown} of ${info.n || 0} images`;
+  };
   const drawGallery = () => {
-    renderGallery(ui.gallery, get("thumbs", null), get("gallery", {}), pick);
+    const info = get("gallery", {});
+    renderGallery(ui.gallery, get("thumbs", null), info, pick);
+    const scoreOption = ui.sort.querySelector("option[value=score]");
+    scoreOption.disabled = !(info.scores && info.scores.length);
+    if (scoreOption.disabled && ui.sort.value === "score") ui.sort.value = "index";
+    arrange();
     markSelected(ui.gallery, get("selected", -1));
   };
-  const handlers = [
-    ["change:thumbs change:gallery", drawGallery],
-    ["change:selected", () => markSelected(ui.gallery, get("selected", -1))],
-    ["change:image change:heatmap change:view change:channels change:channel_info change:points change:pair change:pair_image change:pair_heatmap", loadView],
-    ["change:state change:error change:progress", syncState],
-    ["change:methods change:method change:layers change:layer", syncControls],
-    ["change:alpha change:colormap change:threshold change:side_by_side", () => { syncControls(); paint(); }],
-    ["msg:custom", onMessage],
-  ];
-  // anywidget's model interface takes one event name per call (space-separated names are
-  // Backbone's, and hosts such as marimo are not Backbone)
-  const bindings = handlers.flatMap(([events, fn]) => events.split(" ").map((e) => [e, fn]));
-  for (const [event, fn] of bindings) model.on(event, fn);
+  ui.sort.addEventListener("change", arrange);
+  ui.filter.addEventListener("input", arrange);
+  ui.gallery.addEventListener("keydown", (event) => galleryKey(ui.gallery, event, pick));
 
-  ui.root.append(ui.style);
+  const unbind = bind(model, [
+    [["thumbs", "gallery"], drawGallery],
+    [["selected"], () => markSelected(ui.gallery, get("selected", -1))],
+    [VIEW_TRAITS, loadView],
+    [["state", "error", "traceback", "progress"], syncState],
+    [["methods", "method_notes", "method", "layers", "layer"], () => syncControls(ui, get)],
+    [["alpha", "colormap", "threshold", "side_by_side"], () => { syncControls(ui, get); paint(); }],
+    ["msg:custom", onMessage],
+  ]);
+
+  ui.root.append(h("style", {}, css));
   el.replaceChildren(ui.root);
-  syncControls();
+  const stopHost = followHost(ui.root, el, host);
+  syncControls(ui, get);
   drawGallery();
   loadView();
   syncState();
-  return () => { for (const [event, fn] of bindings) model.off(event, fn); };
-}
-
-/** Show a canvas at a readable size: its longer side `box` CSS pixels, aspect kept. */
-function fitCanvas(canvas, H, W, box = 300) {
-  const scale = box / Math.max(H, W, 1);
-  canvas.style.width = `${Math.round(W * scale)}px`;
-  canvas.style.height = `${Math.round(H * scale)}px`;
+  return () => { unbind(); stopHost(); };
 }
 
 /** The other image of a pair (ReIDExplorer: the query), or null. */
 function decodePair(info, image, heatmap) {
-  const { h = 0, w = 0 } = info || {};
+  const { h: ph = 0, w: pw = 0 } = info || {};
   const rgb = toBytes(image), heat = toBytes(heatmap);
-  if (!h || rgb.length !== h * w * 3) return null;
-  return { h, w, rgb, heat: heat.length === h * w ? heat : null, caption: info.caption || "",
-           targets: info.targets || [] };
+  if (!ph || rgb.length !== ph * pw * 3) return null;
+  return { ...info, h: ph, w: pw, rgb, heat: heat.length === ph * pw ? heat : null,
+           caption: info.caption || "", targets: info.targets || [] };
+}
+
+/** "query · explains cosine similarity to the result 3 = 0.871" (or the kernel's caption). */
+function pairCaption(pair) {
+  const target = pair.target ? targetWords(pair.target, pair.score) : "";
+  return target ? `${pair.label || "query"} · ${methodName(pair.method)} map · explains ${target}` : pair.caption;
 }
 
 function buildDom() {
-  const select = (cls, label) => {
-    const s = h("select", { class: cls, "aria-label": label });
-    return [s, h("label", { class: "fw-control" }, h("span", {}, label), s)];
-  };
-  const [method, methodLabel] = select("fw-method", "method");
-  const [layer, layerLabel] = select("fw-layer", "layer");
-  const [colormap, colormapLabel] = select("fw-colormap", "colormap");
-  const [pairTarget, pairTargetLabel] = select("fw-pair-target", "pair shows");
-  pairTargetLabel.classList.add("fw-pair-only");
-  const alpha = h("input", { class: "fw-alpha", type: "range", min: 0, max: 1, step: 0.01, "aria-label": "blend" });
-  const threshold = h("input", { class: "fw-threshold", type: "range", min: 0, max: 1, step: 0.01,
-                                 "aria-label": "threshold" });
-  const sideBySide = h("input", { class: "fw-side-toggle", type: "checkbox" });
+  const controls = buildControls();
+  const work = buildWork();
+  const legend = buildLegend();
+  const gtools = buildGalleryTools();
   const view = h("canvas", { class: "fw-view" });
   const side = h("canvas", { class: "fw-side" });
-  const progressBar = h("span", { class: "fw-progress-bar" });
-  const progress = h("div", { class: "fw-progress", dataset: { progress: 0 } }, progressBar);
-  const caption = h("div", { class: "fw-caption" });
+  const hint = h("div", { class: "fw-hint" }, "Click a thumbnail below to explain it.");
+  const captionMain = h("div", { class: "fw-caption-main" });
+  const captionSub = h("div", { class: "fw-caption-sub" });
+  const caption = h("div", { class: "fw-caption" }, captionMain, captionSub);
   const channelsTitle = h("div", { class: "fw-channels-title" }, "top channels");
+  const channelsUnit = h("div", { class: "fw-channels-unit" });
   const channels = h("ol", { class: "fw-channels" });
-  const error = h("div", { class: "fw-error", role: "alert" });
-  const gallery = h("div", { class: "fw-gallery" });
+  const gallery = h("div", { class: "fw-gallery", tabindex: 0, role: "group", "aria-label": "images to explain",
+                             dataset: { count: 0 } });
   const pairView = h("canvas", { class: "fw-pair" });
   const pairCaption = h("div", { class: "fw-pair-caption" });
+  const pairLabel = h("div", { class: "fw-figure-label" }, "query");
+  const viewLabel = h("div", { class: "fw-figure-label fw-pair-only" });
   const stage = h("div", { class: "fw-stage" },
-    h("div", { class: "fw-figure fw-pair-only" }, pairView, pairCaption), side, view);
+    h("div", { class: "fw-figure fw-pair-only fw-pair-figure" }, pairLabel, pairView, pairCaption), side,
+    h("div", { class: "fw-figure fw-view-figure" }, viewLabel, view, hint));
   const root = h(
-    "div", { class: "famwidget", dataset: { state: "idle" } },
-    h("div", { class: "fw-toolbar" }, methodLabel, layerLabel, pairTargetLabel, colormapLabel,
-      h("label", { class: "fw-control" }, h("span", {}, "blend"), alpha),
-      h("label", { class: "fw-control" }, h("span", {}, "threshold"), threshold),
-      h("label", { class: "fw-control" }, sideBySide, h("span", {}, "side by side"))),
+    "div", { class: "famwidget", dataset: { state: "idle", theme: "light", host: "unknown" } },
+    controls.toolbar, controls.methodNotes,
     h("div", { class: "fw-main" },
-      h("div", { class: "fw-left" }, stage, progress, caption),
-      h("div", { class: "fw-right" }, channelsTitle, channels)),
-    error,
-    gallery,
+      h("div", { class: "fw-left" }, stage, work.progress, legend.el),
+      h("div", { class: "fw-right" }, channelsTitle, channelsUnit, channels)),
+    caption, work.statusRow, work.error, gtools.tools, gallery,
   );
-  const style = h("style", {}, css);
-  return { root, style, method, layer, colormap, pairTarget, pairView, pairCaption, alpha, threshold, sideBySide, view, side, stage,
-           progress, progressBar, caption, channelsTitle, channels, error, gallery };
+  return { root, ...controls, ...work, legend, sort: gtools.sort, filter: gtools.filter,
+           galleryCount: gtools.count, view, side, hint, stage, caption, captionMain, captionSub,
+           channelsTitle, channelsUnit, channels, gallery, pairView, pairCaption, viewLabel };
 }
 
 /** Render the widget from a page's embedded payload, with no kernel (Explorer.to_html). */
 export function mountStandalone(el, payload) {
-  return render({ model: new StaticModel(payload), el });
+  return render({ model: new StaticModel(payload), el, host: "standalone" });
 }
 
 export default { render };

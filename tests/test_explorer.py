@@ -243,3 +243,72 @@ def test_every_answer_tells_the_browser_to_show_the_state(explorer):
     explorer._on_message(explorer, {"type": "select", "index": 2}, [])
     explorer.wait(10)
     assert sent == [{"type": "state"}] and explorer.state == "ready"
+
+
+def test_trait_contract_file_matches_the_classes():
+    """traits.json (read by tests/js/traits.test.js against js/traits.js) is the classes' own."""
+    from famwidget.widget import traits
+
+    written = json.loads(traits.PATH.read_text())
+    assert written == traits.contract(), "run `python -m famwidget.widget.traits` to update it"
+    assert written["traceback"] == "string" and written["pair_image"] == "bytes"
+
+
+def test_colormap_alpha_and_threshold_are_validated(explorer):
+    import traitlets
+
+    with pytest.raises(traitlets.TraitError, match="colormap 'rainbow'.*jet, turbo"):
+        explorer.colormap = "rainbow"
+    with pytest.raises(traitlets.TraitError, match=r"alpha must lie in \[0, 1\]"):
+        explorer.alpha = 1.5
+    with pytest.raises(traitlets.TraitError, match=r"threshold must lie in \[0, 1\]"):
+        explorer.threshold = -0.1
+    explorer.colormap, explorer.alpha = "viridis", 0.0
+    assert (explorer.colormap, explorer.alpha) == ("viridis", 0.0)
+
+
+def test_view_names_what_is_on_screen(explorer):
+    assert explorer.gallery["image"] == [16, 16]
+    explorer.select(1, wait=False)
+    explorer.wait(10)
+    view = explorer.view
+    assert view["label"] == "b" and view["method"] == "grad-fam" and view["layer"] == "body"
+    assert view["target"] == "Embedding()" and view["score"] > 0 and "pending" not in view
+
+
+def test_error_sends_traceback_logs_it_and_caption_stops_computing(tiny_embedding, images, caplog):
+    bad = fw.Explorer(tiny_embedding, images, target=fw.targets.Dimension(99))
+    with caplog.at_level("ERROR", logger="famwidget.widget"), pytest.raises(ValueError):
+        bad.select(0)
+    assert bad.traceback.startswith("Traceback (most recent call last)")
+    assert "Dimension(99)" in bad.traceback.splitlines()[-1]
+    assert bad.view["failed"] == "grad-fam" and bad.view["pending"] is False
+    assert any("Traceback" in r.getMessage() for r in caplog.records)
+    bad.target = None
+    bad._target = None
+    assert bad.select(1) is not None and bad.traceback == "" and bad.error == ""
+    bad.close()
+
+
+def test_cancel_stops_score_fam_between_batches(tiny_embedding, images):
+    w = fw.Explorer(tiny_embedding, images, method="score-fam", batch_size=2)
+    w.stream_interval = 0
+    sent = []
+
+    def send(content, buffers=None):
+        sent.append(content)
+        if content.get("type") == "partial" and len(sent) == 1:
+            w._on_message(w, {"type": "cancel"}, [])  # the Cancel button, after the first batch
+
+    w.send = send
+    w.select(3, wait=False)
+    w.wait(10)
+    partial = [m for m in sent if m.get("type") == "partial"]
+    assert len(partial) == 1 and partial[0]["progress"] < 0.5  # 12 channels in batches of 2
+    assert w.state == "idle" and w.view["cancelled"] == "score-fam" and w.explanation is None
+    assert (3, "score-fam", "body") not in w._cache  # a cancelled map is never cached
+    assert sent[-1] == {"type": "state"}
+    assert w.select(3) is not None and w.state == "ready"  # a later click explains it again
+    w.cancel()  # nothing computing: nothing changes
+    assert w.state == "ready"
+    w.close()

@@ -69,3 +69,14 @@ def test_pair_page_exports(reid, tmp_path):
     reid.select(0)
     text = reid.to_html(tmp_path / "reid.html").read_text()
     assert '"pair_image":{"$bytes"' in text
+
+
+def test_pair_view_labels_query_and_result_and_gallery_has_scores(reid):
+    assert reid.gallery["scores"] == [round(float(s), 4) for s in reid.scores]
+    assert reid.gallery["scores"] == sorted(reid.gallery["scores"], reverse=True)
+    reid.select(2)
+    assert reid.view["label"] == f"result {reid.gallery['captions'][2]}"
+    pair = reid.pair
+    assert pair["label"] == "query" and pair["method"] == "grad-fam"
+    assert pair["target"] == "Similarity(result 3)"
+    assert pair["score"] == pytest.approx(float(reid.pair_explanation.scores[0]))

@@ -11,8 +11,10 @@ import base64
 import contextlib
 import inspect
 import io
+import logging
 import pathlib
 import time
+import traceback as tb
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from typing import Any
@@ -31,6 +33,9 @@ from . import wire
 from .worker import Stale, Worker
 
 STATIC = pathlib.Path(__file__).parent / "static"
+#: the colormaps the frontend draws (js/colormap_stops.js)
+COLORMAPS = ("jet", "turbo", "viridis", "inferno", "gray")
+log = logging.getLogger("famwidget.widget")
 
 
 def bundle() -> str:
@@ -78,6 +83,7 @@ class Explorer(anywidget.AnyWidget):
     channel_info = t.Dict().tag(sync=True)
     state = t.Unicode("idle").tag(sync=True)
     error = t.Unicode("").tag(sync=True)
+    traceback = t.Unicode("").tag(sync=True)
     progress = t.Float(0.0).tag(sync=True)
     alpha = t.Float(0.5).tag(sync=True)
     colormap = t.Unicode("jet").tag(sync=True)
@@ -85,8 +91,27 @@ class Explorer(anywidget.AnyWidget):
     side_by_side = t.Bool(False).tag(sync=True)
     method = t.Unicode("grad-fam").tag(sync=True)
     methods = t.List(t.Unicode()).tag(sync=True)
+    method_notes = t.Dict().tag(sync=True)
+    """Methods not offered, each with the reason (the picker shows them disabled)."""
     layer = t.Unicode("").tag(sync=True)
     layers = t.List(t.Unicode()).tag(sync=True)
+
+    @t.validate("colormap")
+    def _valid_colormap(self, proposal: dict) -> str:
+        if proposal["value"] not in COLORMAPS:
+            raise t.TraitError(
+                f"colormap {proposal['value']!r} is not one the widget draws; use one of "
+                f"{', '.join(COLORMAPS)}"
+            )
+        return proposal["value"]
+
+    @t.validate("alpha", "threshold")
+    def _valid_fraction(self, proposal: dict) -> float:
+        value = proposal["value"]
+        if not 0.0 <= value <= 1.0:
+            name = proposal["trait"].name
+            raise t.TraitError(f"{name} must lie in [0, 1] (0 = none, 1 = full), not {value}")
+        return value
 
     stream_interval = 0.05
     """Seconds between two streamed partial maps at least (the last one is always sent)."""
@@ -148,6 +173,9 @@ class Explorer(anywidget.AnyWidget):
                 for cap, name, p in zip(captions, names, probability, strict=True)
             ]
         thumb_bytes, info = wire.thumbnails(shown)
+        info["image"] = [int(shown.shape[1]), int(shown.shape[2])]  # the view's size (H, W)
+        if classes is not None:
+            info["scores"] = [round(float(p), 4) for p in probability]
         super().__init__(
             _esm=bundle(),
             thumbs=thumb_bytes,
@@ -207,6 +235,22 @@ class Explorer(anywidget.AnyWidget):
                 return self.wait(timeout)
         return self._explanation
 
+    def cancel(self) -> None:
+        """Stop the explanation being computed (what the Cancel button does).
+
+        Long methods (Score-FAM, Score-CAM) stop between two batches of masked copies; the
+        image stays on screen with no map, and a later click explains it again.
+        """
+        with self._worker.lock:
+            if self.state != "computing":
+                return
+            self._pending = self._worker.submit(lambda stale: None)  # the running job is stale
+            with self.hold_sync():
+                self.view = {**self.view, "pending": False, "cancelled": self.method}
+                self.state = "idle"
+                self.progress = 0.0
+            self._announce()
+
     def close(self) -> None:
         worker = getattr(self, "_worker", None)
         if worker is not None:
@@ -259,14 +303,23 @@ class Explorer(anywidget.AnyWidget):
                 self.selected = index
                 self.state = "computing"
                 self.error = ""
+                self.traceback = ""
                 self.progress = 0.0
         return self._pending
 
     def _placeholder(self, index: int) -> dict[str, Any]:
         """The traits of image ``index`` while it is being explained (no heatmap yet)."""
         rgb = self._shown[index]
-        view = {"h": int(rgb.shape[0]), "w": int(rgb.shape[1]), "index": index,
-                "caption": f"{self._captions[index]} · {self.method} …"}  # fmt: skip
+        view = {
+            "h": int(rgb.shape[0]),
+            "w": int(rgb.shape[1]),
+            "index": index,
+            "label": self._label(index),
+            "method": self.method,
+            "layer": self.layer,
+            "pending": True,
+            "caption": f"{self._captions[index]} · {self.method} …",
+        }
         empty = {"heatmap": b"", "channels": b"", "channel_info": {}, "points": b""}
         return {"image": wire.encode_image(rgb), "view": view, **empty}
 
@@ -277,11 +330,15 @@ class Explorer(anywidget.AnyWidget):
             return
         except Exception as error:
             message = f"{type(error).__name__}: {error}"
+            trace = "".join(tb.format_exception(error))
+            log.error("explaining image %s with %s failed:\n%s", key[0], key[1], trace)
 
             def show_error() -> None:
                 self._explanation = None
                 with self.hold_sync():
+                    self.view = {**self.view, "pending": False, "failed": key[1]}
                     self.error = message
+                    self.traceback = trace
                     self.state = "error"
                     self.progress = 0.0
                 self._announce()
@@ -306,7 +363,8 @@ class Explorer(anywidget.AnyWidget):
             index, self._inputs[index], method, layer, self._target, stale, stream
         )
         caption = f"{self._captions[index]} · {_describe(explanation)}"
-        return self._view(index, self._shown[index], explanation, caption), explanation
+        payload = self._view(index, self._shown[index], explanation, caption)
+        return payload, explanation
 
     def _explain_one(
         self,
@@ -379,6 +437,7 @@ class Explorer(anywidget.AnyWidget):
                 "h": int(rgb.shape[0]),
                 "w": int(rgb.shape[1]),
                 "index": index,
+                "label": self._label(index),
                 "method": explanation.method,
                 "layer": explanation.layer,
                 "target": explanation.target,
@@ -406,6 +465,7 @@ class Explorer(anywidget.AnyWidget):
             self.selected = payload["view"]["index"]
             self.progress = 1.0
             self.error = ""
+            self.traceback = ""
             self.state = "ready"
         self._announce()
 
@@ -414,7 +474,13 @@ class Explorer(anywidget.AnyWidget):
         unchanged trait (a click on the image already on screen) sends no change event."""
         self.send({"type": "state"})
 
+    def _label(self, index: int) -> str:
+        """What the caption calls image ``index`` (its thumbnail's caption)."""
+        return self._captions[index]
+
     def _on_message(self, widget: Any, content: Any, buffers: list) -> None:
+        if isinstance(content, dict) and content.get("type") == "cancel":
+            self.cancel()
         if isinstance(content, dict) and content.get("type") == "select":
             index = content.get("index")
             if isinstance(index, int) and 0 <= index < len(self._inputs):

@@ -90,9 +90,10 @@ class ReIDExplorer(Explorer):
             output_key=output_key,
             **kwargs,
         )
+        scored = {"scores": [round(float(v), 4) for v in self.scores]}
         if ids is not None:
-            marks = ["match" if i == query_id else "miss" for i in ids]
-            self.gallery = {**self.gallery, "marks": marks}
+            scored["marks"] = ["match" if i == query_id else "miss" for i in ids]
+        self.gallery = {**self.gallery, **scored}
         self.observe(self._on_choice, names=["pair_target"])
 
     def _key(self, index: int) -> tuple:
@@ -127,10 +128,17 @@ class ReIDExplorer(Explorer):
             "h": int(self._query_rgb.shape[0]),
             "w": int(self._query_rgb.shape[1]),
             "caption": f"query · {_describe(query)}",
+            "label": "query",
+            "method": query.method,
+            "target": query.target,
+            "score": None if query.scores is None else float(query.scores[0]),
             "targets": list(PAIR_TARGETS),
         }
         self._pairs[key] = query
         return payload, result
+
+    def _label(self, index: int) -> str:
+        return f"result {self._captions[index]}"
 
     @property
     def pair_explanation(self) -> Explanation | None:

@@ -1,7 +1,7 @@
 // @vitest-environment jsdom
 import { describe, expect, it, vi } from "vitest";
 import { h, setOptions } from "../../js/dom.js";
-import { markSelected, renderGallery } from "../../js/gallery.js";
+import { arrangeGallery, galleryKey, galleryOrder, markSelected, renderGallery } from "../../js/gallery.js";
 
 // jsdom has no 2-D canvas: the widget then skips painting (pixels are checked in Chromium).
 HTMLCanvasElement.prototype.getContext = () => null;
@@ -61,5 +61,49 @@ describe("dom helpers", () => {
     expect(select.value).toBe("a");
     setOptions(select, ["c"], "c");
     expect([...select.options].map((o) => o.value)).toEqual(["c"]);
+  });
+});
+
+describe("gallery of any size", () => {
+  const info = { n: 4, h: 1, w: 1, captions: ["cat 10", "dog", "cat 9", "bird"], scores: [0.2, 0.9, 0.5, 0.1] };
+  const thumbs = new Uint8Array(4 * 3);
+
+  it("counts its images and sorts by index, label (natural order) or score", () => {
+    const box = document.createElement("div");
+    renderGallery(box, thumbs, info, () => {});
+    expect(box.dataset.count).toBe("4");
+    expect(galleryOrder(info, "label")).toEqual([3, 2, 0, 1]);
+    expect(galleryOrder(info, "score")).toEqual([1, 2, 0, 3]);
+    expect(galleryOrder({ ...info, scores: undefined }, "score")).toEqual([0, 1, 2, 3]);
+    arrangeGallery(box, info, "score", "");
+    expect([...box.children].map((e) => e.dataset.index)).toEqual(["1", "2", "0", "3"]);
+  });
+
+  it("filters by label text", () => {
+    const box = document.createElement("div");
+    renderGallery(box, thumbs, info, () => {});
+    expect(arrangeGallery(box, info, "index", "CAT")).toBe(2);
+    expect([...box.querySelectorAll(".fw-thumb:not([hidden])")].map((e) => e.dataset.index)).toEqual(["0", "2"]);
+  });
+
+  it("arrow keys and Home/End move between visible thumbnails; Enter explains", () => {
+    const box = document.createElement("div");
+    document.body.append(box);
+    const pick = vi.fn();
+    renderGallery(box, thumbs, info, pick);
+    arrangeGallery(box, info, "index", "");
+    const key = (k) => galleryKey(box, new KeyboardEvent("keydown", { key: k, cancelable: true }), pick);
+    box.querySelector(".fw-thumb[data-index='0']").focus();
+    key("ArrowRight");
+    expect(document.activeElement.dataset.index).toBe("1");
+    key("End");
+    expect(document.activeElement.dataset.index).toBe("3");
+    key("ArrowLeft");
+    key("Enter");
+    expect(pick).toHaveBeenCalledWith(2);
+    key("Home");
+    expect(document.activeElement.dataset.index).toBe("0");
+    expect(key("x")).toBe(false);
+    box.remove();
   });
 });

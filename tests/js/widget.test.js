@@ -13,7 +13,8 @@ const traits = {
   selected: 0,
   image: new DataView(new Uint8Array(H * W * 3).fill(100).buffer),
   heatmap: new DataView(new Uint8Array(H * W).fill(200).buffer),
-  view: { h: H, w: W, index: 0, caption: "a · grad-fam" },
+  view: { h: H, w: W, index: 0, caption: "a · grad-fam", method: "grad-fam", layer: "body",
+          target: "Embedding()", score: 12.25 },
   // two 2x2 channels: ids 5 (bright top-left) and 9 (bright bottom-right)
   channels: new DataView(new Uint8Array([255, 0, 0, 0, 0, 0, 0, 255]).buffer),
   channel_info: { k: 2, h: 2, w: 2, ids: [5, 9], weights: [1, 1], lo: [0, 0], scale: [1 / 255, 1 / 255] },
@@ -78,12 +79,29 @@ describe("render", () => {
     expect(root.dataset.pinnedChannel).toBe("9");
   });
 
-  it("a state message restores the kernel's state after a local 'computing'", () => {
+  it("a click on the image already on screen answers at once; a state message ends 'computing'", () => {
     const { host, root } = mount();
     root.querySelector(".fw-thumb[data-index='0']").click(); // the image already on screen
-    expect(root.dataset.state).toBe("computing");
-    host.message({ type: "state" }); // no trait changed: only this message
     expect(root.dataset.state).toBe("ready");
+    expect(host.sent).toEqual([]);
+    root.querySelector(".fw-thumb[data-index='1']").click();
+    expect(root.dataset.state).toBe("computing");
+    host.message({ type: "state" }); // the kernel answered (cached): only this message
+    expect(root.dataset.state).toBe("ready");
+  });
+
+  it("a menu change that keeps the current value changes nothing and leaves no 'computing'", () => {
+    const { host, root } = mount();
+    const method = root.querySelector("select.fw-method");
+    method.value = "grad-fam";
+    method.dispatchEvent(new Event("change"));
+    expect(root.dataset.state).toBe("ready");
+    expect(host.saves).toBe(0);
+    method.value = "score-fam";
+    method.dispatchEvent(new Event("change"));
+    expect(root.dataset.state).toBe("computing");
+    expect(host.values.method).toBe("score-fam");
+    expect(host.saved).toEqual(["method"]);
   });
 
   it("shows progress messages and errors, and cleans up its listeners", () => {
@@ -92,7 +110,12 @@ describe("render", () => {
     expect(root.querySelector(".fw-progress").dataset.progress).toBe("0.25");
     host.kernelSet({ state: "error", error: "ValueError: bad layer" });
     expect(root.dataset.state).toBe("error");
-    expect(root.querySelector(".fw-error").textContent).toBe("ValueError: bad layer");
+    expect(root.querySelector(".fw-error .fw-error-text").textContent).toBe("ValueError: bad layer");
+    expect(root.querySelector(".fw-error details").hidden).toBe(true); // no traceback sent
+    host.kernelSet({ traceback: "Traceback (most recent call last):\n  ...\nValueError: bad layer" });
+    const details = root.querySelector(".fw-error details");
+    expect(details.hidden).toBe(false);
+    expect(details.querySelector("pre").textContent).toMatch(/^Traceback/);
     expect(host.listenerCount()).toBeGreaterThan(10);
     cleanup();
     expect(host.listenerCount()).toBe(0);
@@ -113,8 +136,8 @@ describe("the fake host", () => {
 describe("render against the strict host", () => {
   it("a kernel update of the view reaches the caption and the channel list", () => {
     const { host, root } = mount();
-    host.kernelSet({ view: { ...traits.view, caption: "b · score-fam", index: 1 }, selected: 1 });
-    expect(root.querySelector(".fw-caption").textContent).toMatch("b · score-fam");
+    host.kernelSet({ view: { ...traits.view, method: "score-fam", index: 1 }, selected: 1 });
+    expect(root.querySelector(".fw-caption").textContent).toMatch("b · Score-FAM map at body");
     expect(root.querySelector(".fw-thumb.fw-selected").dataset.index).toBe("1");
     host.kernelSet({ methods: ["grad-fam", "score-fam", "grad-cam"], method: "grad-cam" });
     expect(root.querySelector("select.fw-method").value).toBe("grad-cam");
