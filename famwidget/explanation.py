@@ -5,6 +5,8 @@ The widget only ever sees Explanations; the wire encoding lives in ``famwidget.w
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,6 +29,11 @@ class Explanation:
         scores: ``(B,)`` the target's value on each clean image.
         features: for the interpretation method, ``[(layer, channel, relevance), ...]`` per image.
         options: the method's options as run.
+        layout: how the explained layer's output was read: ``"nchw"``, ``"nhwc"`` or ``"tokens"``
+            (``options["grid"]`` and ``options["prefix_tokens"]`` give the details).
+        degenerate: ``None`` when every map is fine; otherwise why a map is constant (a dead
+            layer, a target that does not vary, every masked score equal, ...), prefixed
+            with ``image i:`` in a batch. ``degenerate_images`` has one reason (or None) per image.
     """
 
     heatmap: Tensor
@@ -39,6 +46,9 @@ class Explanation:
     scores: Tensor | None = None
     features: list[list[tuple[str, int, float]]] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    layout: str | None = None
+    degenerate: str | None = None
+    degenerate_images: tuple[str | None, ...] | None = None
 
     def __len__(self) -> int:
         return self.heatmap.shape[0]
@@ -58,6 +68,10 @@ class Explanation:
             points=None if self.points is None else [self.points[i]],
             scores=None if self.scores is None else self.scores[pick],
             features=None if self.features is None else [self.features[i]],
+            degenerate=None if self.degenerate_images is None else self.degenerate_images[i],
+            degenerate_images=(
+                None if self.degenerate_images is None else (self.degenerate_images[i],)
+            ),
         )
 
     def cpu(self) -> Explanation:
@@ -98,6 +112,32 @@ class Explanation:
         colored = colormap_rgb(heat.clamp(0, 1).numpy(), cmap)
         blend = (1 - alpha) * rgb.astype(np.float32) + alpha * colored.astype(np.float32)
         return Image.fromarray(np.clip(blend + 0.5, 0, 255).astype(np.uint8))
+
+
+class DegenerateMapWarning(UserWarning):
+    """A map is constant for a real reason (the Explanation's ``degenerate`` says which)."""
+
+
+def flag_degenerate(
+    explanation: Explanation, reasons: Sequence[str | None], warn: bool = True
+) -> Explanation:
+    """The explanation with ``degenerate`` set from one reason (or None) per image.
+
+    ``warn``: also ``warnings.warn`` the reason (category :class:`DegenerateMapWarning`), so a
+    blank map never goes unnoticed.
+    """
+    per_image = tuple(reasons)
+    bad = [(i, r) for i, r in enumerate(per_image) if r]
+    if not bad:
+        return replace(explanation, degenerate=None, degenerate_images=per_image)
+    text = bad[0][1] if len(per_image) == 1 else "; ".join(f"image {i}: {r}" for i, r in bad)
+    if warn:
+        warnings.warn(
+            f"{explanation.method} at {explanation.layer!r} gives a constant map: {text}",
+            DegenerateMapWarning,
+            stacklevel=4,
+        )
+    return replace(explanation, degenerate=text, degenerate_images=per_image)
 
 
 def colormap_rgb(values: np.ndarray, cmap: str = "jet") -> np.ndarray:

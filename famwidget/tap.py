@@ -4,12 +4,14 @@ Two pieces, both context managers whose exit runs also when the body raises:
 
 - :func:`preserved` snapshots what an explanation could change on a model (every module's
   ``training`` flag, every parameter's ``requires_grad`` and ``.grad``) and puts it all back.
-- :class:`Tap` registers one forward hook on one layer, keeps the layer's output ``(B,K,h,w)``,
-  and removes the hook on exit. Gradients are taken with ``torch.autograd.grad`` on the kept
-  tensor, so no parameter ever receives a ``.grad``.
+- :class:`Tap` registers one forward hook on one layer, keeps the layer's output (read as
+  channel maps ``(B,K,h,w)`` through :mod:`famwidget.layout`), and removes the hook on exit.
+  Gradients are taken with ``torch.autograd.grad`` on the kept tensor, so no parameter ever
+  receives a ``.grad``.
 
 Layers are named as in ``model.named_modules()``; :func:`resolve_layer` turns a name, a module or
-``None`` (the last module with a 4-D output) into ``(name, module)``.
+``None`` (the default layer) into ``(name, module)``; :func:`strip_wrapper_prefix` accepts
+the names of a ``torch.compile`` / ``DataParallel`` / ``DistributedDataParallel`` wrapper.
 """
 
 from __future__ import annotations
@@ -18,10 +20,19 @@ import difflib
 import threading
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import torch
 from torch import Tensor, nn
+
+from .layout import (
+    Layout,
+    LayoutError,
+    Reader,
+    attention_internal,
+    default_layer_name,
+    read_layout,
+)
 
 _LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
@@ -62,14 +73,19 @@ def preserved(model: nn.Module, eval_mode: bool = True) -> Iterator[nn.Module]:
 class Tap:
     """Forward hook on one layer that keeps its output.
 
-    ``with Tap(layer) as tap: model(x)`` leaves ``tap.output`` as the layer output ``(B,K,h,w)``
-    of the last forward pass (still in the autograd graph when gradients were enabled).
+    ``with Tap(layer) as tap: model(x)`` leaves ``tap.output`` as the layer output of the last
+    forward pass (still in the autograd graph when gradients were enabled). With a ``reader``
+    (a :class:`famwidget.layout.Reader`) the output may be ``(B,C,h,w)``, ``(B,h,w,C)`` or tokens
+    ``(B,N,C)``: ``tap.layout`` says how it was read and ``tap.maps()`` gives the channel maps
+    ``(B,K,h,w)``; without one it must be ``(B,K,h,w)``.
     ``tap.enabled = False`` lets internal re-forwards run without recording anything.
     """
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, reader: Reader | None = None) -> None:
         self.module = module
+        self.reader = reader
         self.output: Tensor | None = None
+        self.layout: Layout | None = None
         self.enabled = True
         self._handle: torch.utils.hooks.RemovableHandle | None = None
 
@@ -77,18 +93,32 @@ class Tap:
         if not self.enabled:
             return None
         kept = output[0] if isinstance(output, (tuple, list)) and output else output
-        if not isinstance(kept, Tensor) or kept.dim() != 4:
-            found = tuple(kept.shape) if isinstance(kept, Tensor) else type(kept).__name__
-            raise ValueError(
-                f"the explained layer must output a 4-D tensor (B,K,h,w), it gave {found}; "
-                "pick a convolutional layer (layer=None picks the last one)"
+        if not isinstance(kept, Tensor):
+            raise LayoutError(
+                f"the explained layer must output a tensor, it gave {type(kept).__name__}; "
+                "pick a convolutional layer or a transformer block (layer=None picks one)"
             )
+        if self.reader is not None:
+            self.layout = self.reader.read(kept)
+        elif kept.dim() != 4:
+            raise LayoutError(
+                f"the explained layer must output a 4-D tensor (B,K,h,w), it gave "
+                f"{tuple(kept.shape)}; pick a convolutional layer (layer=None picks the last one)"
+            )
+        else:
+            self.layout = Layout("nchw", (kept.shape[2], kept.shape[3]), kept.shape[1])
         self.output = kept
         if kept is output:
             # Later in-place ops (``out += identity``, ReLU(inplace=True)) must not rewrite the
             # kept tensor: the rest of the network gets a copy, the tap keeps the original.
             return kept.clone()
         return None
+
+    def maps(self, t: Tensor | None = None) -> Tensor:
+        """``t`` (default the kept output; or a gradient of it) as channel maps ``(B,K,h,w)``."""
+        if self.output is None or self.layout is None:
+            raise ValueError("the explained layer did not run in the model's forward pass")
+        return self.layout.to_maps(self.output if t is None else t)
 
     def __enter__(self) -> Tap:
         self._handle = self.module.register_forward_hook(self._hook)
@@ -100,40 +130,80 @@ class Tap:
             self._handle = None
 
 
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def strip_wrapper_prefix(model: nn.Module, inner: nn.Module, layer: str) -> str:
+    """A wrapper's layer name (``module.layer4``, ``_orig_mod.layer4``) as a name in ``inner``."""
+    if inner is model:
+        return layer
+    names = dict(inner.named_modules())
+    name = layer
+    while name not in names or not name:
+        for prefix in WRAPPER_PREFIXES:
+            if name.startswith(prefix):
+                name = name[len(prefix) :]
+                break
+        else:
+            return layer
+    return name
+
+
 def layer_names(model: nn.Module) -> list[str]:
     """Every named submodule of ``model`` (the names ``layer=`` accepts), root excluded."""
     return [name for name, _ in model.named_modules() if name]
 
 
-def spatial_layers(model: nn.Module, example: Tensor) -> list[str]:
-    """Names of the modules whose output is 4-D ``(B,K,h,w)`` with ``h*w > 1``, in execution order.
+def readable_layers(model: nn.Module, example: Tensor) -> dict[str, Layout]:
+    """Every layer whose output layout can be read, in the order their outputs are produced.
 
-    Runs one forward pass of ``example`` under ``torch.no_grad()`` with temporary hooks.
+    One forward pass of ``example`` ``(1,C,H,W)`` under ``torch.no_grad()`` with temporary hooks
+    (all removed, also when the forward raises). Layers inside attention modules, 1x1 grids and
+    ambiguous shapes are left out. This is what the widget's layer picker offers (through
+    :func:`spatial_layers`).
     """
-    order: list[str] = []
+    image_size = (int(example.shape[-2]), int(example.shape[-1]))
+    found: dict[str, Layout] = {}
     handles = []
+    modules = dict(model.named_modules())
+    internal = {n for n in modules if n and attention_internal(model, n) is not None}
 
-    def record(name: str):
-        def hook(module: nn.Module, inputs: tuple, output: object) -> None:
+    def record(name: str, module: nn.Module):
+        def hook(mod: nn.Module, inputs: tuple, output: object) -> None:
             if isinstance(output, (tuple, list)) and output:
                 output = output[0]
-            spatial = isinstance(output, Tensor) and output.dim() == 4
-            if spatial and output.shape[-2] * output.shape[-1] > 1 and name not in order:
-                order.append(name)
+            if not isinstance(output, Tensor) or name in found:
+                return
+            if output.dim() not in (3, 4) or output.shape[0] != example.shape[0]:
+                return
+            with suppress(LayoutError):
+                found[name] = read_layout(
+                    tuple(output.shape), image_size, model=model, module=module, name=name
+                )
 
         return hook
 
-    with model_lock(model):  # no other thread's forward pass may run through these hooks
+    with model_lock(model):
         try:
-            for name, module in model.named_modules():
-                if name:
-                    handles.append(module.register_forward_hook(record(name)))
+            for name, module in modules.items():
+                if name and name not in internal:
+                    handles.append(module.register_forward_hook(record(name, module)))
             with torch.no_grad():
                 model(example)
         finally:
             for h in handles:
                 h.remove()
-    return order
+    return found
+
+
+def spatial_layers(model: nn.Module, example: Tensor) -> list[str]:
+    """Names of the modules whose output layout can be read, in the order outputs are produced.
+
+    ``(B,C,h,w)``, channels-last ``(B,h,w,C)`` and token grids ``(B,N,C)`` with a grid larger
+    than 1x1 (see :func:`readable_layers`; attention internals and ambiguous
+    shapes are left out). One forward pass of ``example`` under ``torch.no_grad()``.
+    """
+    return list(readable_layers(model, example))
 
 
 def resolve_layer(
@@ -141,7 +211,8 @@ def resolve_layer(
 ) -> tuple[str, nn.Module]:
     """Turn ``layer`` (a name, a module of ``model``, or ``None``) into ``(name, module)``.
 
-    ``None`` picks the last module, in execution order, whose output is 4-D; that needs
+    ``None`` picks :func:`famwidget.layout.default_layer_name` (CNNs: the last module, in
+    execution order, with a ``(B,C,h,w)`` output; transformers: the last block); that needs
     ``example`` (a batch the model accepts) for one probing forward pass. A name that is not
     in ``model.named_modules()`` raises ``ValueError`` listing the valid names.
     """
@@ -168,13 +239,14 @@ def resolve_layer(
         )
     if layer is None:
         if example is None:
-            raise ValueError("layer=None needs an example batch to find the last 4-D layer")
-        candidates = spatial_layers(model, example)
-        if not candidates:
+            raise ValueError("layer=None needs an example batch to find the layer to explain")
+        chosen = default_layer_name(model, readable_layers(model, example))
+        if chosen is None:
             raise ValueError(
-                "the model has no submodule with a 4-D (B,K,h,w) output; pass layer= explicitly"
+                "the model has no submodule whose output is a map on a spatial grid "
+                "((B,C,h,w), (B,h,w,C) or tokens (B,N,C)); pass layer= explicitly"
             )
-        return candidates[-1], modules[candidates[-1]]
+        return chosen, modules[chosen]
     raise TypeError(
         f"layer must be a module name (str), an nn.Module or None, not {type(layer).__name__}"
     )

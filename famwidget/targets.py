@@ -8,13 +8,15 @@ fixed (the predicted class, the clean feature vector). The bound target then giv
   ``index`` (N,), for the Score-* methods.
 
 Model outputs may be a vector batch ``(B,D)``, a feature map ``(B,C,h,w)`` (a backbone without
-head: its global average pool is the feature vector), or a tuple/list/dict of those (``output_key``
-says which element is the feature; default: the first).
+head: its global average pool is the feature vector), or a tuple/list/dict, a dataclass or a
+HuggingFace-style ``ModelOutput`` of those (``output_key`` says which element is the feature;
+default: the first of a tuple, the only non-None field of a mapping or dataclass).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +26,18 @@ OutputKey = int | str | None
 
 
 def feature_vector(output: object, key: OutputKey = None) -> Tensor:
-    """The feature vector ``(B,D)`` in a model output (see the module docstring)."""
-    if isinstance(output, dict):
+    """The feature vector ``(B,D)`` in a model output (see the module docstring).
+
+    Mappings (dicts, HuggingFace ``ModelOutput``) and dataclasses are read by key: their fields
+    that are not ``None``; ``output_key`` names one, and may be left out when there is only one.
+    """
+    if dataclasses.is_dataclass(output) and not isinstance(output, (type, Mapping)):
+        output = {
+            f.name: getattr(output, f.name)
+            for f in dataclasses.fields(output)
+            if getattr(output, f.name) is not None
+        }
+    if isinstance(output, Mapping):
         if key is None:
             if len(output) != 1:
                 raise ValueError(
