@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -48,7 +49,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the selected benchmarks; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
+    args.command_line = " ".join(["famwidget bench", *argv])
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.repeats is not None and args.repeats < 1:

@@ -152,20 +152,21 @@ class Work:
 
 def build_work(case: Case, device: str | torch.device) -> Work:
     """The same work in every process (seeded): the model on ``device``, images, layer, target."""
-    import torchvision
-
-    from .scorefam import structured_images
+    from .scorefam import blob_image, structured_images
 
     torch.manual_seed(0)
     embedding = case.method.endswith("-fam")
     if case.model in ("resnet18", "resnet50"):
+        import torchvision
+
         model = getattr(torchvision.models, case.model)(weights=None)
         if embedding:  # the backbone as an embedding net: the pooled 512/2048-d features
             model.fc = nn.Identity()
         images, layer = structured_images(case.batch, 224), "layer4"
     elif case.model == "tiny":
         model = TinyNet()
-        images, layer = structured_images(case.batch, 32), "features"
+        images = torch.stack([blob_image(32, seed=i) for i in range(case.batch)]) * 2 - 1
+        layer = "features"
     else:
         from ..demo import reid_demo
 
@@ -576,10 +577,10 @@ def run(args: argparse.Namespace) -> None:
     else:
         cases = QUICK_CASES if args.quick else default_cases(args.device)
     repeats = getattr(args, "repeats", None) or (1 if args.quick else 3)
-    argv = sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]
     out = pathlib.Path(getattr(args, "out", None) or "bench-output")
     memory = not getattr(args, "no_memory", False)
-    run_peers(cases, args.device, repeats, memory, out, "famwidget bench " + " ".join(argv))
+    command = getattr(args, "command_line", "famwidget bench --peers")
+    run_peers(cases, args.device, repeats, memory, out, command)
 
 
 def _main(argv: Sequence[str]) -> int:
