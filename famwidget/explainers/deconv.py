@@ -198,9 +198,15 @@ class Deconvnet:
         ``images`` ``(B,C,H,W)``."""
         gm = self.graph_module
         starts = {name: start_node(gm.graph, self._name(name)) for name in layers}
+        position = {n: i for i, n in enumerate(gm.graph.nodes)}
+        last = max(starts.values(), key=position.__getitem__, default=None)
+        if last is None:
+            return {}
         with preserved(self.model), torch.no_grad():
-            rec = record_forward(gm, images, keep=())
-        order = list(gm.graph.nodes)
+            rec = record_forward(gm, images, keep=(), stop=last)  # runs only what is needed
+        if isinstance(rec.output, Tensor):
+            rec.shapes[last] = rec.output.shape
+        order = [n for n in gm.graph.nodes if position[n] <= position[last]]
         reasons = self._reasons(order, rec.shapes)
         axes = layouts(gm, order, rec.shapes, self.signal_set)
         found = {}
