@@ -3,21 +3,44 @@
 // so clicks, blending and channel inspection all work with no kernel and no network.
 import { fromBase64 } from "./buffers.js";
 
-function decodeValue(value) {
-  if (value && typeof value === "object" && typeof value.$bytes === "string") {
-    return new DataView(fromBase64(value.$bytes).buffer);
+/**
+ * A page's binary values: each image, map and channel stack is stored once, as base64 in
+ * `blobs`, and views refer to it as {$blob: id}. Decoded on first use, then shared.
+ */
+export class BlobTable {
+  constructor(blobs) {
+    this.blobs = blobs || [];
+    this.decoded = new Map();
   }
-  return value;
-}
 
-function decodeTraits(traits) {
-  return Object.fromEntries(Object.entries(traits || {}).map(([k, v]) => [k, decodeValue(v)]));
+  /** A trait value as the widget reads it: references and {$bytes} become DataViews. */
+  value(value) {
+    if (!value || typeof value !== "object") return value;
+    if (typeof value.$bytes === "string") return new DataView(fromBase64(value.$bytes).buffer);
+    if (typeof value.$blob === "number") {
+      const id = value.$blob;
+      if (!(id >= 0 && id < this.blobs.length)) {
+        throw new Error(`famwidget: the page refers to image ${id}, but its table has ${this.blobs.length}`);
+      }
+      if (!this.decoded.has(id)) this.decoded.set(id, new DataView(fromBase64(this.blobs[id]).buffer));
+      return this.decoded.get(id);
+    }
+    return value;
+  }
+
+  traits(traits) {
+    return Object.fromEntries(Object.entries(traits || {}).map(([k, v]) => [k, this.value(v)]));
+  }
 }
 
 export class StaticModel {
-  /** payload = {traits: {...}, explanations: {"method|layer|index": {...traits}}} */
+  /**
+   * payload = {traits: {...}, explanations: {"method|layer|index": {...traits}}, blobs: [base64]};
+   * binary values are {$blob: id} references into `blobs` (or inline {$bytes: base64}).
+   */
   constructor(payload) {
-    this.values = decodeTraits(payload.traits);
+    this.table = new BlobTable(payload.blobs);
+    this.values = this.table.traits(payload.traits);
     this.explanations = payload.explanations || {};
     this.listeners = new Map();
     this.pending = new Set();
@@ -65,7 +88,7 @@ export class StaticModel {
     const key = parts.join("|");
     const stored = this.explanations[key];
     const changes = stored
-      ? { ...decodeTraits(stored), selected: index, state: "ready", error: "", progress: 1 }
+      ? { ...this.table.traits(stored), selected: index, state: "ready", error: "", progress: 1 }
       : { selected: index, state: "error", progress: 0,
           error: `This page was exported without the ${this.values.method} explanation of image ${index}; ` +
                  "export it with Explorer.to_html(path, methods=[...]) to include it." };

@@ -106,11 +106,12 @@ def test_to_html_embeds_state_and_every_explanation(explorer, tmp_path):
     text = path.read_text()
     assert "</script" not in text.split('id="fw-bundle">')[1].split("</script>")[0]
     states = json.loads(re.search(r'id="fw-states">(.*?)</script>', text, re.S).group(1))
-    state = states["page"]
+    state = states["models"]["page"]
     assert state["traits"]["selected"] == 3 and state["traits"]["state"] == "ready"
     keys = set(state["explanations"])
     assert keys == {f"{m}|body|{i}" for m in ("grad-fam", "grad-cam") for i in range(5)}
-    heat = base64.b64decode(state["explanations"]["grad-fam|body|3"]["heatmap"]["$bytes"])
+    ref = state["explanations"]["grad-fam|body|3"]["heatmap"]["$blob"]  # the page's image table
+    heat = base64.b64decode(states["blobs"][ref])
     assert heat == bytes(explorer.heatmap)
     with pytest.raises(ValueError, match="not offered"):
         standalone.write_page(explorer, tmp_path / "x.html", ["fixations-nope"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nbformat
 import pytest
 from browser import READY, check_blend_and_hover
@@ -41,7 +43,7 @@ def test_saved_state_is_found(executed):
     states = famwidget_states(nbformat.read(executed, as_version=4))
     assert len(states) == 1
     traits = next(iter(states.values()))["traits"]
-    assert traits["selected"] == 2 and set(traits["heatmap"]) == {"$bytes"}
+    assert traits["selected"] == 2 and isinstance(traits["heatmap"], bytes) and traits["heatmap"]
 
 
 @pytest.mark.browser
@@ -50,6 +52,11 @@ def test_exported_page_renders_offline(executed, offline_page, screenshots):  # 
     assert main(["export", str(executed), "-o", str(out)]) == 0
     text = out.read_text()
     assert "application/vnd.jupyter.widget-state+json" not in text
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask, "a normal file's mode, not 0600"
+    # once in the bundle, once in the mount script: the saved _esm is not embedded again
+    assert text.count("mountStandalone") == 2
     page = offline_page
     page.goto(out.as_uri())
     page.wait_for_selector(READY)

@@ -117,7 +117,7 @@ def test_explorer_in_marimo(marimo_url, page: Page, screenshots):
     assert root.get_attribute("data-host") in (None, "marimo"), "marimo is recognised"
 
     caption = _explain(page, root, 1, "id 0")
-    assert "grad-fam" in caption, caption
+    assert "grad-fam" in caption.lower(), caption
     width, height = root.eval_on_selector("canvas.fw-view", "c => [c.width, c.height]")
     assert (width, height) == (64, 128), f"the canvas is {width}x{height}, the image 64x128"
     _set_alpha(root, 0)
@@ -135,7 +135,7 @@ def test_explorer_in_marimo(marimo_url, page: Page, screenshots):
     )
     page.wait_for_function(
         "root => root.dataset.state === 'ready'"
-        " && root.querySelector('.fw-caption').textContent.includes('grad-cam')",
+        " && root.querySelector('.fw-caption').textContent.toLowerCase().includes('grad-cam')",
         arg=root,
         timeout=60_000,
     )

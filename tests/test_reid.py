@@ -68,7 +68,7 @@ def test_ids_must_match_the_gallery(tiny_embedding, images):
 def test_pair_page_exports(reid, tmp_path):
     reid.select(0)
     text = reid.to_html(tmp_path / "reid.html").read_text()
-    assert '"pair_image":{"$bytes"' in text
+    assert '"pair_image":{"$blob":' in text
 
 
 def test_pair_view_labels_query_and_result_and_gallery_has_scores(reid):

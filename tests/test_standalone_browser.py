@@ -46,7 +46,7 @@ def test_standalone_page_works_offline(offline_page, tiny_embedding, images, tmp
     fam = canvas_digest(page)
     page.select_option("select.fw-method", "grad-cam")
     page.wait_for_function(
-        "() => document.querySelector('.fw-caption').textContent.includes('grad-cam')"
+        "() => document.querySelector('.fw-caption').textContent.toLowerCase().includes('grad-cam')"
     )
     assert canvas_digest(page) != fam, "grad-cam's embedded map differs from grad-fam's"
     page.select_option("select.fw-colormap", "gray")

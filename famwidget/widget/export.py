@@ -3,15 +3,17 @@ views render with no kernel and no network.
 
 Stock ``nbconvert --to html`` loads require.js, the widget manager and anywidget from the network,
 so offline the widgets are blank. Here the notebook is converted without its widget state, each
-famwidget output becomes a mount point, and the page carries the frontend bundle (the one saved in
-the notebook) and each widget's saved traits: the last explanation, blending, colormaps and
-channel inspection all work from the file. Scripts that would fetch from the network (math and
-diagram renderers of the stock template) are left out; other widget libraries' outputs fall back
-to their text or image representation.
+famwidget output becomes a mount point, and the page carries the frontend bundle (this package's,
+which also reads traits saved by earlier versions) and each widget's saved traits, with every
+image stored once in a shared table: the last explanation, blending, colormaps and channel
+inspection all work from the file. Scripts that would fetch from the network (math and diagram
+renderers of the stock template) are left out; other widget libraries' outputs fall back to
+their text or image representation.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import pathlib
 import re
@@ -24,7 +26,8 @@ _URL = re.compile(r"""(src=["']|from\s+["']|import\s*\(\s*["'])https?://""", re.
 
 
 def famwidget_states(nb: Any) -> dict[str, dict[str, Any]]:
-    """Saved famwidget models of a notebook: model id → ``{traits, explanations}`` payload."""
+    """Saved famwidget models of a notebook: model id → ``{traits, explanations}`` payload,
+    binary traits as ``bytes`` (the saved base64 buffers, decoded)."""
     saved = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
     found = {}
     for model_id, entry in saved.items():
@@ -35,7 +38,7 @@ def famwidget_states(nb: Any) -> dict[str, dict[str, Any]]:
             continue
         for buffer in entry.get("buffers", []):
             if buffer.get("encoding") == "base64" and len(buffer.get("path", [])) == 1:
-                state[buffer["path"][0]] = {"$bytes": buffer["data"]}
+                state[buffer["path"][0]] = base64.b64decode(buffer["data"])
         found[model_id] = {"traits": state, "explanations": {}}
     return found
 
@@ -43,12 +46,14 @@ def famwidget_states(nb: Any) -> dict[str, dict[str, Any]]:
 def export_notebook(
     path: str | pathlib.Path, out: str | pathlib.Path | None = None
 ) -> pathlib.Path:
-    """Write ``out`` (default: beside the notebook, ``.html``) and return its path."""
+    """Write ``out`` (default: beside the notebook, ``.html``) and return its path.
+
+    Every famwidget view's binary values go into one table of the page, each stored once
+    (the same gallery shown by two widgets is in the page once)."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    from .explorer import bundle as package_bundle
-    from .standalone import mount_point, mount_scripts
+    from .standalone import Blobs, mount_point, mount_scripts, write_text
 
     source = pathlib.Path(path)
     nb = nbformat.read(source, as_version=4)
@@ -69,9 +74,30 @@ def export_notebook(
     nb.metadata.pop("widgets", None)
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
     body = _REMOTE_SCRIPT.sub(lambda m: "" if _URL.search(m.group(0)) else m.group(0), body)
-    saved_esm = next((s["traits"].get("_esm") for s in states.values()), None)
-    script = mount_scripts(saved_esm or package_bundle(), states)
+    saved_esm = [s["traits"].pop("_esm", None) for s in states.values()]  # the page has it once
+    blobs = Blobs()
+    models = {
+        model_id: {
+            "traits": {k: blobs.value(v) for k, v in payload["traits"].items()},
+            "explanations": payload["explanations"],
+        }
+        for model_id, payload in states.items()
+    }
+    script = mount_scripts(_page_bundle(saved_esm), models, blobs)
     body = body.replace("</body>", script + "</body>") if "</body>" in body else body + script
     target = pathlib.Path(out) if out is not None else source.with_suffix(".html")
-    target.write_text(body, encoding="utf-8")
-    return target
+    return write_text(target, body)
+
+
+def _page_bundle(saved: list[str | None]) -> str:
+    """The frontend for the page: this package's bundle (it reads the page's shared image
+    table, and the traits saved by earlier versions), else a saved one that reads the table."""
+    from .explorer import bundle
+
+    try:
+        return bundle()
+    except FileNotFoundError:
+        usable = [esm for esm in saved if esm and "$blob" in esm]
+        if not usable:
+            raise
+        return usable[0]

@@ -8,6 +8,8 @@ thumbnail. No kernel, no network: the file works from disk, in any modern browse
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
 import html
 import json
 import os
@@ -18,37 +20,49 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .explorer import Explorer
 
-#: the synced traits a page embeds (everything the frontend reads)
-TRAITS = (
-    "thumbs",
-    "gallery",
-    "selected",
-    "image",
-    "heatmap",
-    "view",
-    "channels",
-    "channel_info",
-    "points",
-    "state",
-    "error",
-    "progress",
-    "alpha",
-    "colormap",
-    "threshold",
-    "side_by_side",
-    "method",
-    "methods",
-    "layer",
-    "layers",
-)
-#: traits only some widgets have (ReIDExplorer's pair view)
-EXTRA_TRAITS = ("pair", "pair_image", "pair_heatmap", "pair_target")
+
+def page_traits(widget: Explorer) -> list[str]:
+    """The synced traits a page embeds: every one the widget's class declares, except
+    anywidget's own (layout, view names, ...) and private ones (``_esm``: the page has the
+    bundle). Derived from the class, so a trait added to the Explorer is embedded too."""
+    import anywidget
+
+    base = set(anywidget.AnyWidget.class_trait_names(sync=True))
+    return sorted(n for n in widget.trait_names(sync=True) if n not in base and n[0] != "_")
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
-    return value
+class Blobs:
+    """A page's table of binary values (images, maps, channel stacks), each stored once.
+
+    ``ref(data)`` stores ``data`` (base64) the first time it is seen and returns the reference
+    ``{"$blob": id}`` that views embed in its place; the same bytes always get the same id, so
+    an image shown by every method and pair view is in the page once.
+    """
+
+    def __init__(self) -> None:
+        self.table: list[str] = []
+        self._ids: dict[bytes, int] = {}
+        self.inlined = 0
+        """Base64 characters the page would hold if every reference embedded its bytes."""
+
+    def ref(self, data: bytes) -> dict[str, int]:
+        digest = hashlib.sha256(data).digest()
+        if digest not in self._ids:
+            self._ids[digest] = len(self.table)
+            self.table.append(base64.b64encode(data).decode("ascii"))
+        blob = self._ids[digest]
+        self.inlined += len(self.table[blob])
+        return {"$blob": blob}
+
+    def value(self, value: Any) -> Any:
+        """A trait value for the page: bytes become a reference, anything else stays."""
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return self.ref(bytes(value))
+        return value
+
+    def stored(self) -> int:
+        """Base64 characters the table holds."""
+        return sum(map(len, self.table))
 
 
 def _script_json(data: Any) -> str:
@@ -56,8 +70,9 @@ def _script_json(data: Any) -> str:
     return json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
 
 
-def page_payload(widget: Explorer, methods: list[str]) -> dict[str, Any]:
-    """Traits plus every thumbnail's explanation for ``methods`` at the current layer."""
+def page_payload(widget: Explorer, methods: list[str], blobs: Blobs) -> dict[str, Any]:
+    """Traits plus every thumbnail's explanation for ``methods`` at the current layer; binary
+    values go into ``blobs`` (the page's shared table) and are referenced by id."""
     explanations: dict[str, Any] = {}
     n = widget.gallery.get("n", 0)
     for method in methods:
@@ -66,9 +81,8 @@ def page_payload(widget: Explorer, methods: list[str]) -> dict[str, Any]:
                 key = (index, method, widget.layer, *variant)
                 payload, _ = widget._explained(key, stream=False)
                 name = "|".join(map(str, [method, widget.layer, index, *variant]))
-                explanations[name] = {k: _json_value(v) for k, v in payload.items()}
-    names = [*TRAITS, *(n for n in EXTRA_TRAITS if widget.has_trait(n))]
-    traits = {name: _json_value(getattr(widget, name)) for name in names}
+                explanations[name] = {k: blobs.value(v) for k, v in payload.items()}
+    traits = {name: blobs.value(getattr(widget, name)) for name in page_traits(widget)}
     traits["methods"] = list(dict.fromkeys([widget.method, *methods]))
     traits["layers"] = [widget.layer]  # the page holds explanations at this layer only
     if traits["state"] == "computing":
@@ -83,10 +97,12 @@ MOUNT = """
 const source = document.getElementById("fw-bundle").textContent;
 const url = URL.createObjectURL(new Blob([source], {{ type: "text/javascript" }}));
 const widget = await import(url);
-const states = JSON.parse(document.getElementById("fw-states").textContent);
+const page = JSON.parse(document.getElementById("fw-states").textContent);
 for (const el of document.querySelectorAll(".fw-export[data-model]")) {{
-  const payload = states[el.dataset.model];
-  if (payload) {{ el.replaceChildren(); widget.mountStandalone(el, payload); }}
+  const payload = page.models[el.dataset.model];
+  if (!payload) continue;
+  el.replaceChildren();
+  widget.mountStandalone(el, {{ ...payload, blobs: page.blobs }});
 }}
 </script>
 """
@@ -100,8 +116,11 @@ def mount_point(model_id: str) -> str:
     )
 
 
-def mount_scripts(bundle_source: str, states: dict[str, Any]) -> str:
-    """The bundle (loaded from a Blob URL) and the states that fill every mount point."""
+def mount_scripts(bundle_source: str, models: dict[str, Any], blobs: Blobs) -> str:
+    """The bundle (loaded from a Blob URL) and the page's state: ``{"blobs": [base64, ...],
+    "models": {model id: {traits, explanations}}}``, whose binary values are ``{"$blob": id}``
+    references into the one shared table."""
+    states = {"blobs": blobs.table, "models": models}
     return MOUNT.format(bundle=bundle_source.replace("</", "<\\/"), states=_script_json(states))
 
 
@@ -123,6 +142,27 @@ sans-serif; color: #656d76; max-width: 860px; }}</style>
 """
 
 
+def page_html(
+    widget: Explorer, methods: list[str], title: str = "famwidget", note: str = ""
+) -> tuple[str, Blobs]:
+    """The standalone page's text, and its table of binary values (``Blobs.inlined`` says
+    how large the page would be with every image embedded again in every view)."""
+    from .explorer import bundle
+
+    for method in methods:
+        if method not in widget.methods:
+            raise ValueError(f"method {method!r} is not offered by this Explorer: {widget.methods}")
+    blobs = Blobs()
+    models = {"page": page_payload(widget, methods, blobs)}
+    text = PAGE.format(
+        title=html.escape(title),
+        note=html.escape(note or "Made with famwidget: this page works offline, with no kernel."),
+        mount=mount_point("page"),
+        scripts=mount_scripts(bundle(), models, blobs),
+    )
+    return text, blobs
+
+
 def write_page(
     widget: Explorer,
     path: pathlib.Path,
@@ -130,22 +170,58 @@ def write_page(
     title: str = "famwidget",
     note: str = "",
 ) -> pathlib.Path:
-    """Write the standalone page atomically (a temporary file renamed into place)."""
-    from .explorer import bundle
+    """Write the standalone page (atomically, with the permissions of a normal file)."""
+    text, _ = page_html(widget, methods, title=title, note=note)
+    return write_text(pathlib.Path(path), text)
 
-    for method in methods:
-        if method not in widget.methods:
-            raise ValueError(f"method {method!r} is not offered by this Explorer: {widget.methods}")
-    text = PAGE.format(
-        title=html.escape(title),
-        note=html.escape(note or "Made with famwidget: this page works offline, with no kernel."),
-        mount=mount_point("page"),
-        scripts=mount_scripts(bundle(), {"page": page_payload(widget, methods)}),
-    )
-    path = pathlib.Path(path)
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_text(path: pathlib.Path, text: str) -> pathlib.Path:
+    """Write ``text`` to ``path`` atomically (a temporary file renamed into place), with the
+    mode a plain ``open(path, "w")`` gives: ``0o666`` less the umask (``0o644`` typically;
+    the temporary file alone would be ``0o600``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".famwidget-", suffix=".html")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     return path
+
+
+def page_sizes(path: str | pathlib.Path) -> dict[str, int]:
+    """Bytes of a written page, of its shared table, and of the page had every view embedded
+    its own copy of each image (what pages held before the table): measured from the file."""
+    text = pathlib.Path(path).read_text(encoding="utf-8")
+    start = text.index('id="fw-states">') + len('id="fw-states">')
+    state = json.loads(text[start : text.index("</script>", start)].replace("<\\/", "</"))
+    table = state["blobs"]
+    counts = [0] * len(table)
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if set(value) == {"$blob"}:
+                counts[value["$blob"]] += 1
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(state["models"])
+    size = len(text.encode("utf-8"))
+    inline = sum(n * (len(b) + len('{"$bytes":""}')) for n, b in zip(counts, table, strict=True))
+    refs = sum(n * len(f'{{"$blob":{i}}}') for i, n in enumerate(counts))
+    listed = len(json.dumps(table, separators=(",", ":"))) + len('"blobs":,')
+    without = size + inline - refs - listed
+    return {"bytes": size, "table": sum(map(len, table)), "without_table": without}
