@@ -7,6 +7,7 @@ fw.Explorer(model, images)                              # the widget
 
 from . import data, targets, zoo
 from .api import explain, methods
+from .dataset import explain_dataset, open_explanations
 from .explainers.deconv import deconvnet
 from .explainers.interpretation import Interpreter
 from .explanation import Explanation
@@ -20,7 +21,9 @@ __all__ = [
     "data",
     "deconvnet",
     "explain",
+    "explain_dataset",
     "methods",
+    "open_explanations",
     "targets",
     "zoo",
 ]

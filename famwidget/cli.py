@@ -75,11 +75,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "evaluate", help="score the methods against ground truth: famwidget evaluate --help"
     )
     commands.add_parser("bench", help="run the benchmarks: famwidget bench --help")
+    commands.add_parser(
+        "explain", help="explain a whole dataset into a Zarr store: famwidget explain --help"
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["evaluate"]:  # the evaluation parses its own options
         from .evaluate import main as evaluate_main
 
         return evaluate_main(argv[1:])
+    if argv[:1] == ["explain"]:  # whole datasets, also under torchrun
+        from .dataset.cli import main as explain_main
+
+        return explain_main(argv[1:])
     if argv[:1] == ["bench"]:  # the benchmarks parse their own options
         from .bench import main as bench_main
 
