@@ -8,14 +8,17 @@ export function composeView(doc, canvases, legendBar, lines, colors = { fg: "#00
     const r = c.getBoundingClientRect();
     return { w: Math.max(1, Math.round(r.width || c.width)), h: Math.max(1, Math.round(r.height || c.height)) };
   });
-  const gap = 6, lineH = 16;
-  const width = Math.max(256, sizes.reduce((s, z) => s + z.w + gap, -gap));
-  const top = Math.max(1, ...sizes.map((z) => z.h));
+  const gap = 6, lineH = 16, font = "13px sans-serif";
   const out = doc.createElement("canvas");
-  out.width = width;
-  out.height = top + gap + 12 + gap + lineH * lines.filter(Boolean).length + gap;
-  const ctx = out.getContext("2d");
+  let ctx = out.getContext("2d");
   if (!ctx) return null;
+  ctx.font = font;
+  const text = Math.max(0, ...lines.filter(Boolean).map((line) => Math.ceil(ctx.measureText(line).width)));
+  const width = Math.max(256, text + gap, sizes.reduce((s, z) => s + z.w + gap, -gap));
+  const top = Math.max(1, ...sizes.map((z) => z.h));
+  out.width = width; // resizing resets the context
+  out.height = top + gap + 12 + gap + lineH * lines.filter(Boolean).length + gap;
+  ctx = out.getContext("2d");
   ctx.fillStyle = colors.bg;
   ctx.fillRect(0, 0, out.width, out.height);
   let x = 0;
@@ -27,7 +30,7 @@ export function composeView(doc, canvases, legendBar, lines, colors = { fg: "#00
   ctx.imageSmoothingEnabled = true;
   if (legendBar) ctx.drawImage(legendBar, 0, top + gap, Math.min(256, width), 12);
   ctx.fillStyle = colors.fg;
-  ctx.font = "13px sans-serif";
+  ctx.font = font;
   lines.filter(Boolean).forEach((line, i) => ctx.fillText(line, 0, top + 2 * gap + 12 + lineH * (i + 1) - 4));
   return out;
 }

@@ -22,7 +22,13 @@ import { StaticModel } from "./standalone.js";
 
 const now = () => (typeof performance !== "undefined" ? performance.now() : Date.now());
 
-function render({ model, el, host }) {
+/** anywidget's render: {model, el} (other fields, e.g. a host's own objects, are ignored). */
+function render({ model, el }) {
+  return mount(model, el, undefined);
+}
+
+/** The widget on `el` for `model`; hostHint names the host when the caller knows it. */
+function mount(model, el, hostHint) {
   const ui = buildDom();
   const local = localState();
   const get = reader(model);
@@ -107,7 +113,7 @@ function render({ model, el, host }) {
       h("span", { class: "fw-channel-name" }, r.name),
       h("span", { class: "fw-bar" }, h("span", { class: r.contribution < 0 ? "fw-neg" : "",
         style: { width: `${Math.round((100 * Math.abs(r.contribution)) / top)}%` } })),
-      h("span", { class: "fw-channel-value" }, r.contribution.toPrecision(2)));
+      h("span", { class: "fw-channel-value" }, shortNumber(r.contribution)));
       if (local.pinned === r.index) item.classList.add("fw-pinned");
       return item;
     }));
@@ -245,12 +251,19 @@ function render({ model, el, host }) {
 
   ui.root.append(h("style", {}, css));
   el.replaceChildren(ui.root);
-  const stopHost = followHost(ui.root, el, host);
+  const stopHost = followHost(ui.root, el, hostHint);
   syncControls(ui, get);
   drawGallery();
   loadView();
   syncState();
   return () => { unbind(); stopHost(); };
+}
+
+/** A number in at most 7 characters: 0.050, 8.4, 9.8e-6. */
+export function shortNumber(v) {
+  if (v === 0 || !Number.isFinite(v)) return String(v);
+  const a = Math.abs(v);
+  return a >= 1e4 || a < 1e-3 ? v.toExponential(1).replace("e+", "e") : v.toPrecision(2);
 }
 
 /** The other image of a pair (ReIDExplorer: the query), or null. */
@@ -306,7 +319,7 @@ function buildDom() {
 
 /** Render the widget from a page's embedded payload, with no kernel (Explorer.to_html). */
 export function mountStandalone(el, payload) {
-  return render({ model: new StaticModel(payload), el, host: "standalone" });
+  return mount(new StaticModel(payload), el, "standalone");
 }
 
 export default { render };

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
 
+from PIL import Image
 from playwright.sync_api import Page
 
 READY = ".famwidget[data-state='ready']"
@@ -62,3 +64,44 @@ def check_blend_and_hover(page: Page) -> None:
     first.hover()
     page.wait_for_selector(f".famwidget[data-hover-channel='{channel}']")
     assert canvas_digest(page) != blended, "hovering a channel shows that channel's map"
+
+
+def check_legend(page: Page) -> None:
+    """The colour bar is on screen and says what its colours are relative to."""
+    legend = page.locator(".famwidget .fw-legend").first
+    assert legend.is_visible()
+    box = legend.locator(".fw-legend-bar").bounding_box()
+    assert box["width"] >= 100 and box["height"] >= 6
+    assert "per-image normalised 0-1" in legend.text_content()
+
+
+def check_no_op_change(page: Page) -> None:
+    """A method menu 'change' that keeps the current value answers at once: never 'computing'."""
+    page.evaluate(
+        """() => { const r = document.querySelector('.famwidget');
+        window.fwStates = [];
+        window.fwObserver = new MutationObserver(() => window.fwStates.push(r.dataset.state));
+        window.fwObserver.observe(r, {attributes: true, attributeFilter: ['data-state']});
+        const s = r.querySelector('select.fw-method');
+        s.value = s.value; s.dispatchEvent(new Event('change', {bubbles: true})); }"""
+    )
+    page.wait_for_timeout(300)  # time for a (wrong) kernel round trip to show up
+    states = page.evaluate("() => { window.fwObserver.disconnect(); return window.fwStates; }")
+    assert "computing" not in states, states
+    assert page.get_attribute(".famwidget", "data-state") == "ready"
+
+
+def check_download(page: Page) -> Image.Image:
+    """The PNG button saves the view as the browser draws it; returns the picture."""
+    with page.expect_download() as info:
+        page.click(".famwidget .fw-download")
+    with open(info.value.path(), "rb") as file:
+        data = file.read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    picture = Image.open(io.BytesIO(data))
+    view = page.eval_on_selector(
+        ".famwidget canvas.fw-view", "c => c.getBoundingClientRect().width"
+    )
+    assert picture.width >= round(view) and picture.height > 100
+    assert info.value.suggested_filename.startswith("famwidget-")
+    return picture

@@ -1,13 +1,25 @@
-"""The widget in a real browser (Debian's Chromium via Playwright): JupyterLab and Notebook 7."""
+"""The widget in a real browser (Debian's Chromium via Playwright): JupyterLab (light and dark)
+and Notebook 7."""
 
 from __future__ import annotations
 
+import json
+
 import nbformat
 import pytest
-from browser import READY, check_blend_and_hover, click_thumb_and_wait
+from browser import (
+    READY,
+    canvas_digest,
+    check_blend_and_hover,
+    check_download,
+    check_legend,
+    check_no_op_change,
+    click_thumb_and_wait,
+    set_range,
+)
 from playwright.sync_api import Page
 
-from famwidget.bench.jupyter import run_all, wait_for_kernel
+from famwidget.bench.jupyter import jupyterlab, run_all, wait_for_kernel
 
 pytestmark = pytest.mark.browser
 
@@ -22,8 +34,17 @@ def test_quickstart_widget(page: Page, jupyter_server, screenshots, frontend):
     run_all(page)
     page.wait_for_selector(READY, timeout=180_000)  # the notebook's select(0) arrived
     page.locator(".famwidget").scroll_into_view_if_needed()
+    host = "jupyterlab" if frontend == "lab" else "notebook"
+    assert page.get_attribute(".famwidget", "data-host") == host
+    assert page.get_attribute(".famwidget", "data-theme") == "light"
+    set_range(page, "input.fw-alpha", 1)
+    before = canvas_digest(page)
     click_thumb_and_wait(page, 2)
+    assert canvas_digest(page) != before, "another image's map is on screen"
+    set_range(page, "input.fw-alpha", 0.5)
     page.screenshot(path=screenshots / f"{frontend}-ready.png")
+    check_legend(page)
+    check_no_op_change(page)
     check_blend_and_hover(page)
     page.screenshot(path=screenshots / f"{frontend}-hover-channel.png")
     # quick clicks: the last one wins
@@ -33,6 +54,9 @@ def test_quickstart_widget(page: Page, jupyter_server, screenshots, frontend):
     caption = page.eval_on_selector(".fw-caption", "e => e.textContent")
     labels = page.eval_on_selector_all(".fw-thumb-caption", "es => es.map(e => e.textContent)")
     assert caption.startswith(labels[5] + " ·")
+    if frontend == "lab":
+        png = check_download(page)
+        png.save(screenshots / "lab-download.png")
 
 
 STREAMING = """
@@ -79,3 +103,104 @@ def test_score_fam_streams_progress_before_ready(
     assert partial == sorted(partial), "progress only moves forward"
     assert seen[-1] == 1
     page.screenshot(path=screenshots / "lab-score-fam-done.png")
+
+
+DARK = """
+import torch, famwidget as fw
+torch.manual_seed(0)
+model = torch.nn.Sequential(
+    torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),
+    torch.nn.Conv2d(32, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
+    torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+)
+x = torch.rand(6, 3, 128, 64)  # small, tall inputs: drawn with crisp pixels
+names = [f"person {i}" for i in range(6)]
+w = fw.Explorer(model, x, labels=names, methods=["grad-fam", "score-fam"])
+w
+"""
+
+BROKEN = """
+bad = fw.Explorer(model, x, target=fw.targets.Dimension(99))  # the model has 32 dimensions
+bad
+"""
+
+
+@pytest.fixture
+def dark_lab(tmp_path, monkeypatch):
+    """A JupyterLab server of its own whose user settings choose the JupyterLab Dark theme."""
+    settings = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "themes.jupyterlab-settings").write_text(json.dumps({"theme": "JupyterLab Dark"}))
+    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
+    monkeypatch.setenv("JUPYTERLAB_SETTINGS_DIR", str(tmp_path / "settings"))
+    root = tmp_path / "root"
+    root.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(DARK),
+                                         nbformat.v4.new_code_cell(BROKEN)])  # fmt: skip
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nbformat.write(nb, root / "dark.ipynb")
+    with jupyterlab(root) as url:
+        yield url
+
+
+def test_dark_theme_narrow_crisp_and_errors(page: Page, dark_lab, screenshots):
+    page.set_default_timeout(120_000)
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto(f"{dark_lab}/lab/tree/dark.ipynb?reset")
+    wait_for_kernel(page)
+    run_all(page)
+    page.wait_for_selector(".famwidget >> nth=1")
+    good, bad = page.locator(".famwidget").nth(0), page.locator(".famwidget").nth(1)
+    good.locator(".fw-thumb[data-index='1']").wait_for()
+    assert page.evaluate("() => document.body.dataset.jpThemeLight") == "false"
+    assert good.get_attribute("data-theme") == "dark" and good.get_attribute("data-host") == (
+        "jupyterlab"
+    )
+    # readable: light text on a dark background, both from JupyterLab's own variables
+    fg, bg = good.evaluate(
+        "e => { const s = getComputedStyle(e); return [s.color, s.backgroundColor]; }"
+    )
+    assert _luminance(fg) > 0.5 > 0.1 > _luminance(bg), (fg, bg)
+    assert "Click a thumbnail" in good.locator(".fw-caption").text_content()  # idle hint
+    hint_height = good.locator(".fw-stage").bounding_box()["height"]
+    click_thumb_and_wait(page, 1)
+    assert abs(good.locator(".fw-stage").bounding_box()["height"] - hint_height) <= 1
+    crisp = good.locator("canvas.fw-view").evaluate(
+        "c => [c.width, c.height, getComputedStyle(c).imageRendering,"
+        " c.getBoundingClientRect().height]"
+    )
+    assert crisp[:3] == [64, 128, "pixelated"] and crisp[3] == 256, crisp
+    check_legend(page)
+    page.screenshot(path=screenshots / "lab-dark-ready.png")
+    # narrow: below 700 px the channel list goes under the image
+    page.set_viewport_size({"width": 680, "height": 900})
+    page.wait_for_function(
+        "() => { const r = document.querySelector('.famwidget');"
+        " return r.querySelector('.fw-right').getBoundingClientRect().top >="
+        " r.querySelector('.fw-stage').getBoundingClientRect().bottom; }"
+    )
+    width = good.evaluate("e => e.getBoundingClientRect().width")
+    assert width < 700
+    right = good.locator(".fw-right").bounding_box()
+    assert right["x"] + right["width"] <= good.bounding_box()["x"] + width + 1, "not cut off"
+    good.scroll_into_view_if_needed()
+    page.screenshot(path=screenshots / "lab-dark-narrow.png")
+    # an error: the message, an expandable traceback, a caption that no longer says computing
+    bad.locator(".fw-thumb[data-index='0']").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('.famwidget')[1].dataset.state === 'error'"
+    )
+    assert "Dimension(99)" in bad.locator(".fw-error .fw-error-text").text_content()
+    bad.locator(".fw-error details summary").click()
+    assert (
+        "Traceback (most recent call last)" in bad.locator(".fw-error details pre").text_content()
+    )
+    caption = bad.locator(".fw-caption").text_content()
+    assert "failed" in caption and "computing" not in caption
+    bad.scroll_into_view_if_needed()
+    page.screenshot(path=screenshots / "lab-dark-error.png")
+
+
+def _luminance(css: str) -> float:
+    r, g, b = (float(v) for v in css[css.index("(") + 1 : css.index(")")].split(",")[:3])
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255

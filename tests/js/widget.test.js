@@ -143,3 +143,50 @@ describe("render against the strict host", () => {
     expect(root.querySelector("select.fw-method").value).toBe("grad-cam");
   });
 });
+
+describe("channel values", () => {
+  it("fit their column: small ones in exponent form", async () => {
+    const { shortNumber } = await import("../../js/index.js");
+    expect(shortNumber(0.0000098)).toBe("9.8e-6");
+    expect(shortNumber(0.0503)).toBe("0.050");
+    expect(shortNumber(8.43)).toBe("8.4");
+    expect(shortNumber(123456)).toBe("1.2e5");
+  });
+});
+
+describe("a view that explains itself", () => {
+  it("has the contract's new parts, and an idle hint before any click", () => {
+    const { root } = mount({ image: new DataView(new ArrayBuffer(0)), view: {}, selected: -1, state: "idle" });
+    for (const sel of [".fw-legend", ".fw-gallery[data-count='2']", "select.fw-sort", "input.fw-filter",
+      "button.fw-cancel", "button.fw-download", ".fw-error details"]) {
+      expect(root.querySelector(sel), sel).not.toBeNull();
+    }
+    expect(["light", "dark"]).toContain(root.dataset.theme);
+    expect(root.dataset.host).toBe("unknown");
+    expect(root.querySelector(".fw-caption").textContent).toMatch(/Click a thumbnail/);
+    expect(root.querySelector(".fw-legend").dataset.kind).toBe("none");
+    expect(root.classList.contains("fw-empty")).toBe(true);
+  });
+
+  it("labels the map, the pinned channel and the values; Cancel asks the kernel to stop", () => {
+    const { host, root } = mount();
+    expect(root.querySelector(".fw-legend").dataset.kind).toBe("map");
+    expect(root.querySelector(".fw-caption").textContent).toMatch(/^a · Grad-FAM map at body/);
+    expect(root.querySelector(".fw-channels-unit").textContent).toMatch(/weight x activation/);
+    root.querySelector(".fw-channel[data-channel='9']").click();
+    expect(root.querySelector(".fw-caption").textContent).toMatch(/^a · channel #9 at body/);
+    expect(root.querySelector(".fw-legend").dataset.kind).toBe("channel");
+    root.querySelector(".fw-thumb[data-index='1']").click();
+    host.message({ type: "progress", progress: 0.5, index: 1 });
+    expect(root.querySelector(".fw-status").textContent).toMatch(/^computing 50%/);
+    root.querySelector(".fw-cancel").click();
+    expect(host.sent.at(-1)).toEqual({ type: "cancel" });
+  });
+
+  it("the offline page tells it that it is standalone", async () => {
+    const { mountStandalone } = await import("../../js/index.js");
+    const el = document.createElement("div");
+    mountStandalone(el, { traits: { ...traits, thumbs: undefined, image: undefined } });
+    expect(el.querySelector(".famwidget").dataset.host).toBe("standalone");
+  });
+});
