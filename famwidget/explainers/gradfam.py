@@ -15,8 +15,9 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from ..explanation import Explanation
-from ..maps import cam
+from ..explanation import Explanation, flag_degenerate
+from ..layout import Layout, Reader
+from ..maps import cam, cam_reasons
 from ..method import Method
 from ..tap import Tap, preserved
 from ..targets import Embedding, OutputKey, Predicted, Target
@@ -29,30 +30,36 @@ def gradient_weights(
     target: Target,
     output_key: OutputKey = None,
     autocast: torch.dtype | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Forward and backward once: activations ``(B,K,h,w)``, weights ``(B,K)``, scores ``(B,)``."""
+    reader: Reader | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Layout]:
+    """Forward and backward once: activations ``(B,K,h,w)``, weights ``(B,K)``, scores ``(B,)``.
+
+    ``reader`` (a :class:`famwidget.layout.Reader`) reads a channels-last or token layer; the
+    gradient is taken on the layer's own output and converted like it (prefix tokens dropped).
+    Also returns the :class:`~famwidget.layout.Layout` that was read.
+    """
     x = images.detach().clone().requires_grad_(True)
-    with preserved(model), Tap(module) as tap, torch.enable_grad():
+    with preserved(model), Tap(module, reader) as tap, torch.enable_grad():
         with torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
             output = model(x)
             bound = target.bind(output, output_key)
             scores = bound.scalar(output)
         if tap.output is None:
             raise ValueError("the explained layer did not run in the model's forward pass")
-        activations = tap.output
         if not scores.requires_grad:
             raise ValueError(
                 f"the target {target!r} does not depend on the model output through autograd "
                 "(a detached or constant score); a target must return a differentiable (B,) tensor"
             )
-        (grads,) = torch.autograd.grad(scores.float().sum(), activations, allow_unused=True)
+        (grads,) = torch.autograd.grad(scores.float().sum(), tap.output, allow_unused=True)
         if grads is None:
             raise ValueError(
                 "the target does not depend on the explained layer (a side branch?); pick a "
                 "layer on the path to the output"
             )
+        activations, grads = tap.maps().detach(), tap.maps(grads)
     weights = grads.float().mean(dim=(2, 3))
-    return activations.detach().float(), weights.detach(), scores.detach().float()
+    return activations.float(), weights.detach(), scores.detach().float(), tap.layout
 
 
 def grad_fam(
@@ -64,14 +71,23 @@ def grad_fam(
     target: Target,
     output_key: OutputKey = None,
     autocast: torch.dtype | None = None,
+    layout: str | None = None,
+    grid: tuple[int, int] | None = None,
     method: str = "grad-fam",
 ) -> Explanation:
-    """Grad-FAM / Grad-CAM of ``images`` ``(B,C,H,W)``: an Explanation, heatmap ``(B,H,W)``."""
-    activations, weights, scores = gradient_weights(
-        model, images, module, target, output_key, autocast
+    """Grad-FAM / Grad-CAM of ``images`` ``(B,C,H,W)``: an Explanation, heatmap ``(B,H,W)``.
+
+    ``layout`` (``"nchw"``, ``"nhwc"``, ``"tokens"``; ``None``: read from the shapes, see
+    :mod:`famwidget.layout`) and ``grid=(h, w)`` say how the layer's output is read. A map that
+    is constant for a real reason (dead layer, zero gradient, negative weighted sum) is flagged
+    in ``degenerate`` and warned about (``DegenerateMapWarning``).
+    """
+    reader = Reader(model, layer, module, images.shape[-2:], layout, grid, batch=len(images))
+    activations, weights, scores, read = gradient_weights(
+        model, images, module, target, output_key, autocast, reader
     )
     heatmap = cam(activations, weights, tuple(images.shape[-2:]))
-    return Explanation(
+    explanation = Explanation(
         heatmap=heatmap,
         method=method,
         layer=layer,
@@ -79,8 +95,14 @@ def grad_fam(
         activations=activations,
         weights=weights,
         scores=scores,
-        options={"autocast": None if autocast is None else str(autocast)},
+        options={
+            "autocast": None if autocast is None else str(autocast),
+            "grid": read.grid,
+            "prefix_tokens": read.prefix,
+        },
+        layout=read.kind,
     )
+    return flag_degenerate(explanation, cam_reasons(activations, weights))
 
 
 grad_cam = partial(grad_fam, method="grad-cam")

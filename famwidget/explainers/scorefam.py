@@ -32,8 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..explanation import Explanation
-from ..maps import cam, gaussian_kernel, minmax, upsample
+from ..explanation import Explanation, flag_degenerate
+from ..layout import Layout, Reader
+from ..maps import RELATIVE_EPS, cam, cam_reasons, gaussian_kernel, minmax, upsample
 from ..method import Method
 from ..tap import Tap, preserved
 from ..targets import Bound, Embedding, OutputKey, Predicted, Target
@@ -43,8 +44,13 @@ WEIGHT_RULES = ("softmax", "raw", "relu-baseline")
 SCORES = ("target", "probability")
 CONVENTIONS = {"library": ("target", "softmax"), "paper": ("probability", "raw")}
 
-CONSTANT_TOLERANCE = 1e-6
-"""A channel is constant (skipped, weight 0) when ``max - min <= 1e-6 * max|A_k|``."""
+CONSTANT_TOLERANCE = RELATIVE_EPS
+"""A channel is constant (skipped, weight 0) when ``max - min <= 1e-5 * max|A_k|``: the same
+relative test as :func:`famwidget.maps.minmax`, which would turn it into an all-zero mask."""
+
+SOFTMAX_SPREAD = 1e-4
+"""Softmax weights of scores that differ by less than this are equal within 0.01%: the map is
+then the plain channel sum, whatever the target; it is flagged ``degenerate``."""
 
 BLUR_SIGMA = 0.05
 """Gaussian sigma of the ``masking="blur"`` baseline, as a fraction of ``min(H, W)``."""
@@ -158,12 +164,15 @@ def auto_batch_size(images: Tensor, total: int) -> int:
     return int(max(1, min(size, total)))
 
 
-def work_list(activations: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def work_list(
+    activations: Tensor, max_channels: int | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """The (image, channel) pairs to score, strongest channels first.
 
     ``activations`` ``(B,K,h,w)`` → ``images`` ``(N,)``, ``channels`` ``(N,)`` (rank-major: the
     top channel of every image, then the second, ...; within an image, descending
     ``sum_ij A_k``) and ``valid`` ``(B,K)``, False for constant channels, which are left out.
+    ``max_channels``: only each image's ``max_channels`` strongest channels are listed.
     One host synchronisation (the size N).
     """
     batch, k = activations.shape[:2]
@@ -173,7 +182,10 @@ def work_list(activations: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     energy = flat.sum(dim=2).masked_fill(~valid, float("-inf"))
     order = energy.argsort(dim=1, descending=True, stable=True)
     ranks = torch.arange(k, device=activations.device)[:, None]
-    keep = ranks < valid.sum(dim=1)[None, :]
+    counts = valid.sum(dim=1)
+    if max_channels is not None:
+        counts = counts.clamp(max=max_channels)
+    keep = ranks < counts[None, :]
     images = torch.arange(batch, device=activations.device).expand(k, batch)[keep]
     return images, order.t()[keep], valid
 
@@ -291,19 +303,22 @@ def clean_pass(
     target: Target,
     output_key: OutputKey,
     autocast: torch.dtype | None,
-) -> tuple[Tensor, Bound, Tensor]:
-    """One tapped forward pass: activations ``(B,K,h,w)`` fp32, bound target, scores ``(B,)``.
+    reader: Reader | None = None,
+) -> tuple[Tensor, Bound, Tensor, Layout]:
+    """One tapped forward pass: activations ``(B,K,h,w)`` fp32, bound target, scores ``(B,)``,
+    and the layout the layer was read in (``reader``: channels-last and token layers too).
 
     The tap is removed before returning, so the masked re-forwards record nothing.
     """
-    with Tap(module) as tap, torch.no_grad():
+    with Tap(module, reader) as tap, torch.no_grad():
         with torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
             output = model(x)
         if tap.output is None:
             raise ValueError("the explained layer did not run in the model's forward pass")
-        activations = at_least_fp32(tap.output.detach())
+        activations = at_least_fp32(tap.maps().detach())
     bound = target.bind(output, output_key)
-    return activations, bound, at_least_fp32(bound.scalar(output).detach())
+    scores = at_least_fp32(bound.scalar(output).detach())
+    return activations, bound, scores, tap.layout
 
 
 def _check_options(
@@ -370,6 +385,9 @@ def score_fam(
     batch_size: int | None = None,
     channels_last: bool | None = None,
     on_progress: ProgressFn | None = None,
+    layout: str | None = None,
+    grid: tuple[int, int] | None = None,
+    max_channels: int | None = None,
     method: str = "score-fam",
 ) -> Explanation:
     """Score-FAM / Score-CAM map of ``images`` ``(B,C,H,W)`` → Explanation, heatmap ``(B,H,W)``.
@@ -413,9 +431,21 @@ def score_fam(
       restricted to them; the last one is the final map). An exception raised inside it stops
       the run and propagates (the widget cancels this way).
 
+    - ``layout=None``, ``grid=None``: how the layer's output is read (``"nchw"``, ``"nhwc"``,
+      ``"tokens"``; see :mod:`famwidget.layout`). On a token or channels-last layer the masks
+      are that layer's channel maps on its grid, upsampled and applied to the input image.
+
+    - ``max_channels=None``: score only each image's ``max_channels`` strongest channels (by
+      activation energy ``sum_ij A_k``, the order the work list runs in anyway); the others
+      weigh 0. ``None``: every channel. A cheaper, approximate map for layers with many
+      channels: exactly the partial map ``on_progress`` shows after that many ranks.
+
+    A map that is constant or uninformative for a real reason is flagged in ``degenerate`` and
+    warned about (see :func:`score_reasons`).
+
     ``autocast`` comes from ``explain(precision=...)``; activations, scores and maps are fp32
     (float64 stays float64) whatever it is. A channel is constant, skipped with weight 0 and no
-    forward pass, when ``max - min <= 1e-6 * max|A_k|``. The Explanation's ``scores`` are the
+    forward pass, when ``max - min <= 1e-5 * max|A_k|``. The Explanation's ``scores`` are the
     target's scalar on the clean images (``||f(x)||`` for Embedding, as in Grad-FAM), its
     ``weights`` the ``beta``, its ``options`` the resolved options plus ``batch_size`` (after
     any halving) and ``forwards`` (masked copies run).
@@ -424,6 +454,10 @@ def score_fam(
         weights = "relu-baseline"  # measured best for feature vectors (see the docstring)
     rules = resolve_rules(masking, score, weights, convention)
     _check_options(batch_size, channels_last, on_progress)
+    if max_channels is not None and (
+        isinstance(max_channels, bool) or not isinstance(max_channels, int) or max_channels < 1
+    ):
+        raise ValueError(f"max_channels must be None (all) or an int >= 1, got {max_channels!r}")
     if rules.score == "probability" and getattr(target, "kind", None) != "class":
         raise ValueError(
             f"score='probability' (convention='paper') needs a class target such as Predicted() "
@@ -440,9 +474,12 @@ def score_fam(
     }
     baseline = baseline_images(images, masking)
     with preserved(model):
-        activations, bound, clean_scores = clean_pass(
-            model, images, module, target, output_key, autocast
+        reader = Reader(model, layer, module, images.shape[-2:], layout, grid, len(images))
+        activations, bound, clean_scores, read = clean_pass(
+            model, images, module, target, output_key, autocast, reader
         )
+        options.update(grid=read.grid, prefix_tokens=read.prefix)
+        last: dict[str, Tensor] = {}
         score_fn = bound.probability if rules.score == "probability" else bound.score
         scorer = MaskedScorer(model, images, baseline, activations, score_fn, autocast, use_cl)
         base_scores = None
@@ -452,6 +489,7 @@ def score_fam(
 
         def build(scores: Tensor, done: Tensor, extra: dict[str, Any]) -> Explanation:
             beta = channel_weights(scores, done, rules.weights, base_scores)
+            last.update(scores=scores, done=done, beta=beta)
             return Explanation(
                 heatmap=cam(activations, beta, (images.shape[-2], images.shape[-1])),
                 method=method,
@@ -461,9 +499,49 @@ def score_fam(
                 weights=beta,
                 scores=clean_scores,
                 options={**options, **extra},
+                layout=read.kind,
             )
 
-        return score_channels(scorer, batch_size, build, on_progress)
+        final = score_channels(scorer, batch_size, build, on_progress, max_channels)
+    reasons = score_reasons(activations, last["beta"], last["scores"], last["done"], rules.weights)
+    return flag_degenerate(final, reasons)
+
+
+def score_reasons(
+    activations: Tensor, beta: Tensor, scores: Tensor, done: Tensor, rule: str
+) -> list[str | None]:
+    """Why each image's map is constant or carries no information about the target, or None.
+
+    ``activations`` ``(B,K,h,w)``, ``beta``/``scores``/``done`` ``(B,K)``. Besides
+    :func:`famwidget.maps.cam_reasons`: every masked copy scored the same (relative spread
+    ``<= 1e-5``: the target does not respond to masking); ``"relu-baseline"`` with no copy above
+    the baseline; ``"softmax"`` over scores that differ by less than ``SOFTMAX_SPREAD`` (equal
+    weights: the map would be the plain channel sum, e.g. a classifier whose logits are tiny).
+    """
+    reasons = cam_reasons(activations, beta)
+    for b, reason in enumerate(reasons):
+        if reason is not None and "dead layer" in reason:
+            continue
+        s = scores[b][done[b]].float()
+        if s.numel() < 2:
+            continue
+        spread, scale = float(s.max() - s.min()), float(s.abs().max())
+        if spread <= RELATIVE_EPS * scale:
+            reasons[b] = (
+                f"every masked copy scored the same ({float(s[0]):.6g}): the target does not "
+                "respond to masking this layer's channels"
+            )
+        elif rule == "relu-baseline" and not bool((beta[b] > 0).any()):
+            reasons[b] = (
+                "no masked copy scored above the baseline image, so every channel weight is 0"
+            )
+        elif rule == "softmax" and spread < SOFTMAX_SPREAD:
+            reasons[b] = (
+                f"the masked scores differ by only {spread:.3g}, so the softmax weighs every "
+                "channel the same and the map is the plain channel sum; weights='raw' or "
+                "'relu-baseline' do not depend on the scale of the scores"
+            )
+    return reasons
 
 
 def score_channels(
@@ -471,14 +549,17 @@ def score_channels(
     batch_size: int | None,
     build: Callable[[Tensor, Tensor, dict[str, Any]], Explanation],
     on_progress: ProgressFn | None,
+    max_channels: int | None = None,
 ) -> Explanation:
     """Score every non-constant channel in batches; ``build(scores, done, extra)`` makes maps.
+
+    ``max_channels``: only each image's strongest ``max_channels`` channels (by energy).
 
     ``scores`` and ``done`` are ``(B,K)`` (float32 scores, which channels are scored so far);
     ``on_progress`` gets a partial Explanation after each batch, the final one is returned.
     """
     activations = scorer.activations
-    images, channels, _valid = work_list(activations)
+    images, channels, _valid = work_list(activations, max_channels)
     total = images.numel()
     first = auto_batch_size(scorer.x, total) if batch_size is None else batch_size
     size = first
