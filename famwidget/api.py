@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .explainers.graph import unwrap
 from .explanation import Explanation
-from .inputs import check_images, model_device
+from .inputs import check_images, model_device, prepare_images
 from .layout import LAYOUTS, LayoutError
 from .method import PRECISIONS, Method
 from .registry import method_info, methods, register
@@ -97,7 +97,7 @@ def explain(
         layer = strip_wrapper_prefix(wrapper, model, layer)
     if precision != "auto" and precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {['auto', *PRECISIONS]}, got {precision!r}")
-    images = check_images(images).to(model_device(model))
+    images = prepare_images(images, model)
     if precision == "auto":
         precision = info.auto_precision(model, images) if info.auto_precision else "fp32"
     chosen = as_target(target, info.default_target() if info.default_target else None)

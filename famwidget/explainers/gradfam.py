@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..explanation import Explanation, flag_degenerate
+from ..inputs import check_class_target, check_gradients
 from ..layout import Layout, Reader
 from ..maps import cam, cam_reasons
 from ..method import Method
@@ -82,6 +83,8 @@ def grad_fam(
     is constant for a real reason (dead layer, zero gradient, negative weighted sum) is flagged
     in ``degenerate`` and warned about (``DegenerateMapWarning``).
     """
+    check_gradients(method)  # inference_mode: say so (no_grad is fine: enable_grad below)
+    check_class_target(model, target, method)
     reader = Reader(model, layer, module, images.shape[-2:], layout, grid, batch=len(images))
     activations, weights, scores, read = gradient_weights(
         model, images, module, target, output_key, autocast, reader

@@ -32,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..budget import DEFAULT_MAX_SECONDS, check_budget
 from ..explanation import Explanation, flag_degenerate
+from ..inputs import check_class_target
 from ..layout import Layout, Reader
 from ..maps import RELATIVE_EPS, cam, cam_reasons, gaussian_kernel, minmax, upsample
 from ..method import Method
@@ -388,6 +390,7 @@ def score_fam(
     layout: str | None = None,
     grid: tuple[int, int] | None = None,
     max_channels: int | None = None,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
     method: str = "score-fam",
 ) -> Explanation:
     """Score-FAM / Score-CAM map of ``images`` ``(B,C,H,W)`` → Explanation, heatmap ``(B,H,W)``.
@@ -430,6 +433,9 @@ def score_fam(
       copies in all, and the Explanation from the channels scored so far (the same formula
       restricted to them; the last one is the final map). An exception raised inside it stops
       the run and propagates (the widget cancels this way).
+    - ``max_seconds=600``: refuse, before the clean pass, a run estimated to take longer
+      (``famwidget.budget``: a timed forward of one downscaled image, scaled by pixels, times
+      channels x images) or to need more memory than is available; ``None``: no limit.
 
     - ``layout=None``, ``grid=None``: how the layer's output is read (``"nchw"``, ``"nhwc"``,
       ``"tokens"``; see :mod:`famwidget.layout`). On a token or channels-last layer the masks
@@ -472,6 +478,10 @@ def score_fam(
         "channels_last": use_cl,
         "autocast": None if autocast is None else str(autocast),
     }
+    check_class_target(model, target, method)
+    passes = len(images) if rules.weights == "relu-baseline" else 0
+    check_budget(model, images, module, method=method, max_seconds=max_seconds,
+                 autocast=autocast, baseline_passes=passes)  # fmt: skip
     baseline = baseline_images(images, masking)
     with preserved(model):
         reader = Reader(model, layer, module, images.shape[-2:], layout, grid, len(images))
