@@ -218,7 +218,7 @@ class FolderSource(Source):
                     "resizes)",
                 )
             im.load()
-            rgb = np.asarray(im.convert("RGB"))
+            rgb = np.array(im.convert("RGB"))
         return self.preprocess(rgb), rgb
 
 
@@ -246,7 +246,9 @@ def as_source(data: Any, preprocess: Preprocess | None, check_size: bool = True)
             "an IterableDataset cannot be sharded or resumed; pass a map-style Dataset "
             "(len() and [i]), a DataLoader over one, a tensor, or a folder"
         )
-    if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+    if isinstance(data, torch.utils.data.Dataset) or (
+        hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, dict)
+    ):
         return DatasetSource(data, prep)
     raise TypeError(
         f"data must be a float tensor (N,3,H,W), a uint8 array (N,H,W,3), a fw.data set, a "
