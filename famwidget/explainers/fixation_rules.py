@@ -35,142 +35,33 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from .graph import describe
-
-Points = Tensor
-"""``(N, r+1)`` int64: the index into an ``r``-dim node value, then the sign column."""
-Routed = list[tuple[fx.Node, Points]]
-
-CHUNK_ELEMENTS = 1 << 23
-"""Most elements in one temporary (points x window) tensor; larger point sets are chunked."""
-
-
-@dataclass
-class Walk:
-    """What the rules read while walking back: the recorded forward pass of one batch.
-
-    Attributes:
-        module: the traced model.
-        records: for each node whose rule needs values, the ``(args, kwargs)`` the op was
-            called with (tensors as they were at that moment).
-        shapes: the output shape of every node that produced a tensor.
-        active: the nodes whose value depends on the input images.
-        loc: "center" or "argmax", the position rule of convolutions.
-    """
-
-    module: fx.GraphModule
-    records: dict[fx.Node, tuple[tuple, dict]]
-    shapes: dict[fx.Node, torch.Size]
-    active: set[fx.Node]
-    loc: str = "argmax"
-
-    def arg(self, node: fx.Node, index: int, name: str, default: Any = None) -> Any:
-        """The recorded value of argument ``index`` (positional) or ``name`` (keyword)."""
-        args, kwargs = self.records[node]
-        if len(args) > index:
-            return args[index]
-        return kwargs.get(name, default)
-
-
-@dataclass(frozen=True)
-class Rule:
-    """How one kind of op routes fixations: ``apply(walk, node, points) -> [(input node, points)]``.
-
-    ``sources(node, active)`` lists the input nodes that may receive points (checked before
-    running anything, so an unsupported op on the way fails early); ``needs_values`` says
-    whether the forward pass must keep the op's inputs; ``distinct`` that distinct points
-    always move to distinct points (no deduplication needed after it).
-    """
-
-    name: str
-    apply: Callable[[Walk, fx.Node, Points], Routed]
-    sources: Callable[[fx.Node, set[fx.Node]], list[fx.Node]]
-    needs_values: bool = False
-    distinct: bool = False
-
-
-# ----------------------------------------------------------------------------- index helpers
-
-
-def ravel(coords: Tensor, shape: Sequence[int]) -> Tensor:
-    """Row-major flat index ``(N,)`` of ``coords`` ``(N, len(shape))`` in ``shape``."""
-    flat = torch.zeros(coords.shape[0], dtype=torch.long, device=coords.device)
-    for d, size in enumerate(shape):
-        flat = flat * int(size) + coords[:, d]
-    return flat
-
-
-def unravel(flat: Tensor, shape: Sequence[int]) -> Tensor:
-    """Inverse of :func:`ravel`: ``(N,)`` → ``(N, len(shape))``."""
-    cols = []
-    for size in reversed(list(shape)):
-        cols.append(flat % int(size))
-        flat = flat // int(size)
-    return torch.stack(cols[::-1], dim=1) if cols else flat.new_zeros(flat.shape[0], 0)
-
-
-def dedupe(points: Points, shape: Sequence[int]) -> Points:
-    """The distinct rows of ``points`` for a node of ``shape`` (one sort of int64 keys)."""
-    if points.shape[0] <= 1:
-        return points
-    keys = ravel(points[:, :-1], shape) * 2 + (points[:, -1] > 0).long()
-    keys, order = keys.sort()
-    first = torch.ones_like(keys, dtype=torch.bool)
-    first[1:] = keys[1:] != keys[:-1]
-    return points[order[first]]
-
-
-def sign_of(values: Tensor) -> Tensor:
-    """``(N,)`` int64 in {-1, +1} (zero counts as +1)."""
-    return torch.where(values < 0, -1, 1).long()
-
-
-def chunks(n: int, per_point: int) -> list[slice]:
-    """Slices of ``range(n)`` whose temporaries stay under :data:`CHUNK_ELEMENTS` elements."""
-    step = max(1, CHUNK_ELEMENTS // max(1, per_point))
-    return [slice(i, min(n, i + step)) for i in range(0, n, step)]
-
-
-def with_sign(coords: Tensor, sign: Tensor) -> Points:
-    return torch.cat([coords, sign[:, None]], dim=1)
-
-
-# ----------------------------------------------------------------------------- sources
-
-
-def first_source(node: fx.Node, active: set[fx.Node]) -> list[fx.Node]:
-    """The op's first (or ``input=``) argument, if it depends on the images."""
-    first = node.args[0] if node.args else node.kwargs.get("input")
-    return [first] if isinstance(first, fx.Node) and first in active else []
-
-
-def _operands(node: fx.Node) -> list[Any]:
-    args = list(node.args[:2])
-    if len(args) < 2:
-        args.append(node.kwargs.get("other"))
-    return args
-
-
-def operand_sources(node: fx.Node, active: set[fx.Node]) -> list[fx.Node]:
-    """Both operands of a binary op that depend on the images."""
-    return [a for a in _operands(node) if isinstance(a, fx.Node) and a in active]
-
-
-def _cat_inputs(node: fx.Node) -> Sequence[Any]:
-    return node.args[0] if node.args else node.kwargs["tensors"]
-
-
-def cat_sources(node: fx.Node, active: set[fx.Node]) -> list[fx.Node]:
-    return [a for a in _cat_inputs(node) if isinstance(a, fx.Node) and a in active]
-
+from . import fixation_rules_modern as modern
+from .fixation_walk import (
+    CHUNK_ELEMENTS,
+    Points,
+    Routed,
+    Rule,
+    Walk,
+    _cat_inputs,
+    _operands,
+    _pair,
+    cat_sources,
+    chunks,
+    first_source,
+    operand_sources,
+    ravel,
+    sign_of,
+    unravel,
+    with_sign,
+)
+from .graph import describe, op_kind
 
 # ----------------------------------------------------------------------------- index-only rules
 
@@ -186,29 +77,6 @@ def pass_through(walk: Walk, node: fx.Node, points: Points) -> Routed:
             f"{tuple(walk.shapes[src])} -> {tuple(walk.shapes[node])}; no rule for that"
         )
     return [(src, points)]
-
-
-def scale(walk: Walk, node: fx.Node, points: Points) -> Routed:
-    """``x * number``, ``number * x``, ``x / number``, ``-x``: same index on the tensor operand;
-    a negative factor flips the sign."""
-    if node.target in NEGATIONS:
-        factor, sources = -1.0, first_source(node, walk.active)
-    else:
-        factor = next(a for a in _operands(node) if _is_number(a))
-        sources = operand_sources(node, walk.active)
-    if not sources:
-        return []
-    if walk.shapes[sources[0]] != walk.shapes[node]:
-        raise ValueError(f"CNN Fixations: {describe(walk.module, node)} broadcasts; no rule")
-    if factor < 0:
-        points = torch.cat([points[:, :-1], -points[:, -1:]], dim=1)
-    return [(sources[0], points)]
-
-
-def scale_sources(node: fx.Node, active: set[fx.Node]) -> list[fx.Node]:
-    if node.target in NEGATIONS:
-        return first_source(node, active)
-    return operand_sources(node, active)
 
 
 def view(walk: Walk, node: fx.Node, points: Points) -> Routed:
@@ -388,18 +256,22 @@ def _sweep(weight: Tensor, x: Tensor, with_min: bool) -> tuple[Tensor, Tensor]:
 
 
 def fed_by_map(walk: Walk, node: fx.Node) -> bool:
-    """Whether a Linear reads a flattened spatial map ``(B,C,h,w)`` with ``h*w > 1``."""
+    """Whether a Linear reads a flattened spatial map: ``(B,C,h,w)`` with ``h*w > 1`` made into
+    the vector ``(B, C*h*w)`` it multiplies (through activations, norms, dropout)."""
     current = node
     while True:
         sources = first_source(current, walk.active)
         if not sources:
             return False
         current = sources[0]
-        rule = rule_for(walk.module, current)
-        if rule is VIEW:
-            before = walk.shapes[first_source(current, walk.active)[0]]
-            return len(before) >= 3 and math.prod(before[2:]) > 1
-        if rule is not PASS:
+        kind = op_kind(walk.module, current)
+        if kind == "reshape":
+            before = walk.shapes.get(first_source(current, walk.active)[0])
+            after = walk.shapes.get(current)
+            if before is None or after is None or len(before) < 3 or len(after) != 2:
+                return False
+            return after[1] == math.prod(before[1:]) and math.prod(before[2:]) > 1
+        if kind not in ("identity", "activation", "norm"):
             return False
 
 
@@ -636,16 +508,6 @@ def reduce_points(x: Tensor, dims: Sequence[int], kept_coords: Tensor, sign: Ten
 # ----------------------------------------------------------------------------- helpers
 
 
-def _pair(v: Any) -> tuple[int, int]:
-    if isinstance(v, (tuple, list)):
-        return (int(v[0]), int(v[-1]))
-    return (int(v), int(v))
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _is_adaptive(walk: Walk, node: fx.Node) -> bool:
     if node.op == "call_module":
         return isinstance(walk.module.get_submodule(node.target), nn.AdaptiveAvgPool2d)
@@ -667,7 +529,7 @@ def _avg_params(walk: Walk, node: fx.Node) -> tuple[tuple[int, int], ...]:
 
 
 PASS = Rule("pass", pass_through, first_source, distinct=True)
-SCALE = Rule("scale", scale, scale_sources, distinct=True)
+SCALE = Rule("scale", modern.scale, modern.signal_args, needs_values=True, distinct=True)
 VIEW = Rule("view", view, first_source, distinct=True)
 CAT = Rule("cat", cat, cat_sources, distinct=True)
 ADD = Rule("add", add, operand_sources, needs_values=True, distinct=True)
@@ -676,103 +538,91 @@ CONV = Rule("conv2d", conv2d, first_source, needs_values=True)
 MAX_POOL = Rule("max_pool", max_pool, first_source, needs_values=True)
 AVG_POOL = Rule("avg_pool", avg_pool, first_source, needs_values=True)
 REDUCE = Rule("reduce", reduce, first_source, needs_values=True)
+ACTIVATION = Rule("activation", modern.activation, first_source, needs_values=True,
+                  distinct=True)  # fmt: skip
+NORM = Rule("norm", modern.norm, first_source, needs_values=True, distinct=True)
+GATE = Rule("gate", modern.gate, modern.gate_sources, needs_values=True, distinct=True)
+INDEX = Rule("index", modern.index_map, modern.index_sources, needs_values=True,
+             also_records=modern.index_records)  # fmt: skip
+RESIZE = Rule("resize", modern.resize, first_source, needs_values=True)
+SDPA = Rule("attention", modern.sdpa, modern.sdpa_sources, needs_values=True)
+BILINEAR = Rule("product", modern.bilinear, modern.bilinear_sources, needs_values=True)
+MHA = Rule("multi-head attention", modern.mha, modern.mha_sources, needs_values=True,
+           also_records=modern.mha_records)  # fmt: skip
 
-PASS_MODULES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
-    nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus,
-    nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
-    nn.LocalResponseNorm, nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.Identity,
-)  # fmt: skip
-MODULE_RULES: tuple[tuple[type[nn.Module] | tuple[type[nn.Module], ...], Rule], ...] = (
-    (nn.Conv2d, CONV),
-    (nn.Linear, LINEAR),
-    ((nn.MaxPool2d, nn.AdaptiveMaxPool2d), MAX_POOL),
-    ((nn.AvgPool2d, nn.AdaptiveAvgPool2d), AVG_POOL),
-    ((nn.Flatten, nn.Unflatten), VIEW),
-    (PASS_MODULES, PASS),
-)
-SUBTRACTIONS = {operator.sub, operator.isub, torch.sub, "sub", "sub_"}
-NEGATIONS = {operator.neg, torch.neg, "neg"}
-_SCALES = {operator.mul, operator.imul, torch.mul, "mul", "mul_"}
-_DIVISIONS = {operator.truediv, operator.itruediv, torch.div, "div", "div_"}
+SUBTRACTIONS = {operator.sub, operator.isub, torch.sub, "sub", "sub_", "__sub__"}
 
-FUNCTION_RULES: dict[Any, Rule] = {
-    F.conv2d: CONV,
-    F.linear: LINEAR,
-    F.max_pool2d: MAX_POOL,
-    F.adaptive_max_pool2d: MAX_POOL,
-    F.avg_pool2d: AVG_POOL,
-    F.adaptive_avg_pool2d: AVG_POOL,
-    torch.mean: REDUCE,
-    torch.sum: REDUCE,
-    torch.flatten: VIEW,
-    torch.reshape: VIEW,
-    torch.squeeze: VIEW,
-    torch.unsqueeze: VIEW,
-    torch.cat: CAT,
-    torch.concat: CAT,
-    torch.concatenate: CAT,
-    operator.add: ADD,
-    operator.iadd: ADD,
-    torch.add: ADD,
-    operator.sub: ADD,
-    operator.isub: ADD,
-    torch.sub: ADD,
-    operator.neg: SCALE,
-    torch.neg: SCALE,
-    **{
-        f: PASS
-        for f in (
-            F.relu, F.relu_, torch.relu, torch.relu_, F.relu6, F.leaky_relu, F.elu, F.selu,
-            F.celu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh, torch.sigmoid,
-            torch.tanh, F.sigmoid, F.tanh, F.softplus, F.batch_norm, F.group_norm,
-            F.instance_norm, F.local_response_norm, F.dropout, F.dropout2d, torch.clamp,
-            torch.clip,
-        )
-    },
-}  # fmt: skip
-METHOD_RULES: dict[str, Rule] = {
-    "mean": REDUCE,
-    "sum": REDUCE,
-    "add": ADD,
-    "add_": ADD,
-    "sub": ADD,
-    "sub_": ADD,
-    "neg": SCALE,
-    **{m: VIEW for m in ("flatten", "view", "reshape", "squeeze", "unsqueeze", "view_as")},
-    **{
-        m: PASS
-        for m in (
-            "relu", "relu_", "sigmoid", "tanh", "clamp", "clamp_", "clamp_min", "clamp_min_",
-            "clip", "contiguous", "float", "half", "bfloat16", "double", "to", "type_as",
-            "detach", "clone",
-        )
-    },
+_VIEWS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, "flatten", "view",
+          "reshape", "squeeze", "unsqueeze", "view_as", "reshape_as"}  # fmt: skip
+_KIND_RULES = {
+    "activation": ACTIVATION, "norm": NORM, "add": ADD, "gate": GATE, "resize": RESIZE,
+    "identity": PASS, "scale": SCALE,
 }  # fmt: skip
 
 
 def rule_for(module: fx.GraphModule, node: fx.Node) -> Rule | None:
-    """The rule of ``node``, or ``None`` when CNN Fixations has none for it."""
+    """The rule of ``node`` (chosen by its :func:`graph.op_kind`), or ``None`` when CNN
+    Fixations has none for it."""
+    kind = op_kind(module, node)
+    if kind in _KIND_RULES:
+        return _KIND_RULES[kind]
+    target = node.target
+    sub = module.get_submodule(target) if node.op == "call_module" else None
+    name = getattr(target, "__name__", target) if sub is None else None
+    if kind == "conv":
+        return CONV if isinstance(sub, nn.Conv2d) or target is F.conv2d else None
+    if kind == "linear":
+        return LINEAR if isinstance(sub, nn.Linear) or target is F.linear else None
+    if kind == "pool_max":
+        if isinstance(sub, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)):
+            return MAX_POOL
+        if target in (F.max_pool2d, F.adaptive_max_pool2d):
+            return MAX_POOL
+        return REDUCE if name == "amax" else None
+    if kind == "pool_avg":
+        if isinstance(sub, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+            return AVG_POOL
+        if target in (F.avg_pool2d, F.adaptive_avg_pool2d):
+            return AVG_POOL
+        return REDUCE if name in ("mean", "sum") else None
+    if kind == "reshape":
+        return VIEW if _is_plain_view(node) else INDEX
+    if kind == "cat":
+        return CAT if target in (torch.cat, torch.concat, torch.concatenate) else INDEX
+    if kind == "split":
+        source = node.args[0] if node.args else None
+        if (
+            target is operator.getitem
+            and isinstance(source, fx.Node)
+            and source.op == "call_module"
+            and isinstance(module.get_submodule(source.target), nn.MultiheadAttention)
+        ):
+            return MHA if node.args[1] == 0 else None
+        return INDEX
+    if kind == "attention":
+        if name == "scaled_dot_product_attention":
+            return SDPA
+        if name in ("matmul", "bmm", "mm", "einsum", "__matmul__"):
+            return BILINEAR
+        return None
+    return None
+
+
+def _is_plain_view(node: fx.Node) -> bool:
+    """flatten / view / reshape / squeeze: the row-major order is kept (:func:`view`)."""
     if node.op == "call_module":
-        sub = module.get_submodule(node.target)
-        return next((rule for kinds, rule in MODULE_RULES if isinstance(sub, kinds)), None)
-    if node.op not in ("call_function", "call_method"):
-        return None
-    if node.target in _SCALES:
-        numbers = [a for a in _operands(node) if _is_number(a)]
-        return SCALE if len(numbers) == 1 else None
-    if node.target in _DIVISIONS:
-        divides_tensor = isinstance(node.args[0], fx.Node) and _is_number(_operands(node)[1])
-        return SCALE if divides_tensor else None
-    table = METHOD_RULES if node.op == "call_method" else FUNCTION_RULES
+        return False
     try:
-        return table.get(node.target)
-    except TypeError:  # an unhashable target
-        return None
+        return node.target in _VIEWS
+    except TypeError:
+        return False
 
 
 SUPPORTED = (
-    "Conv2d, Linear, MaxPool2d, AvgPool2d, Adaptive{Avg,Max}Pool2d, mean/sum over dims, add/sub, "
-    "cat, flatten/view/reshape, x * number, activations (ReLU, ReLU6, GELU, SiLU, ...), "
-    "BatchNorm/GroupNorm/InstanceNorm, Dropout, Identity"
+    "Conv2d, Linear, MaxPool2d, AvgPool2d, Adaptive{Avg,Max}Pool2d, mean/sum/amax over dims, "
+    "add/sub, cat/stack, every reshape/permute/transpose/flatten/split/chunk/getitem/pad, "
+    "activations (ReLU, GELU, SiLU, Hardswish, sigmoid, ...), norms (BatchNorm, LayerNorm, "
+    "GroupNorm, RMSNorm), gates (x * sigmoid(...)), scales, upsampling, attention "
+    "(nn.MultiheadAttention, scaled_dot_product_attention, softmax(q k) @ v, einsum), "
+    "Dropout, Identity"
 )

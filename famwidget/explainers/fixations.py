@@ -24,7 +24,6 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ..explanation import Explanation
@@ -42,8 +41,8 @@ from ..targets import (
     feature_vector,
 )
 from . import fixation_rules as rules
-from .fixation_rules import Points, Rule, Walk
-from .graph import describe, record_forward, trace
+from .fixation_walk import Points, Rule, Walk, dedupe, first_source, sign_of, unravel
+from .graph import describe, op_kind, record_forward, signal_nodes, trace
 
 LOCS = ("center", "argmax")
 
@@ -142,7 +141,7 @@ def backtrack(
     with preserved(model):
         traced = trace(model, "CNN Fixations")
         out_node = pick(_output_structure(traced), output_key, "the traced output")
-        active = image_dependent(traced.graph)
+        active = signal_nodes(traced)
         plan = plan_walk(traced, out_node, active)
         with torch.inference_mode():
             walk, output = record(traced, images, plan, active, autocast)
@@ -203,17 +202,6 @@ def pick(structure: Any, key: OutputKey, what: str) -> Any:
     return structure
 
 
-def image_dependent(graph: fx.Graph) -> set[fx.Node]:
-    """The nodes whose value depends on the first placeholder (the images)."""
-    nodes = list(graph.nodes)
-    first = next((n for n in nodes if n.op == "placeholder"), None)
-    active = {first} if first is not None else set()
-    for node in nodes:
-        if node.op != "output" and any(a in active for a in node.all_input_nodes):
-            active.add(node)
-    return active
-
-
 def plan_walk(traced: fx.GraphModule, out_node: Any, active: set[fx.Node]) -> dict[fx.Node, Rule]:
     """The rule of every node that fixations can reach from ``out_node``; fails on the first op
     on the way that has none (before anything runs)."""
@@ -247,7 +235,7 @@ def record(
     autocast: torch.dtype | None,
 ) -> tuple[Walk, Any]:
     """One forward pass of ``images``: the :class:`Walk` the rules read, and the model output."""
-    keep = {n for n, rule in plan.items() if rule.needs_values}
+    keep = {r for n, rule in plan.items() for r in rule.recorded(n)}
     with torch.autocast(images.device.type, dtype=autocast, enabled=autocast is not None):
         recording = record_forward(traced, images, keep)
     walk = Walk(traced, recording.records, recording.shapes, active)
@@ -258,24 +246,17 @@ def record(
 
 
 def default_target(traced: fx.GraphModule, out_node: fx.Node, walk: Walk) -> Target:
-    """``Predicted()`` if the output is a vector made by an ``nn.Linear``, else ``Embedding()``."""
+    """``Predicted()`` if the output is a vector made by an ``nn.Linear`` (through dropout,
+    identity, casts), else ``Embedding()``."""
     node = out_node
     while True:
-        rule = rules.rule_for(traced, node)
-        if rule is rules.LINEAR:
+        kind = op_kind(traced, node)
+        if kind == "linear" and rules.rule_for(traced, node) is rules.LINEAR:
             return Predicted() if len(walk.shapes[out_node]) == 2 else Embedding()
-        sources = rules.first_source(node, walk.active) if rule is not None else []
-        if rule is not rules.PASS or not sources or not _is_plumbing(traced, node):
+        sources = first_source(node, walk.active)
+        if kind != "identity" or not sources:
             return Embedding()
         node = sources[0]
-
-
-def _is_plumbing(traced: fx.GraphModule, node: fx.Node) -> bool:
-    """Dropout and Identity: what may sit between a classifier's Linear and the output."""
-    if node.op == "call_module":
-        m = traced.get_submodule(node.target)
-        return isinstance(m, (nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.Identity))
-    return node.target in (F.dropout, "contiguous", "float")
 
 
 def start_points(
@@ -293,11 +274,11 @@ def start_points(
         start = torch.stack([rows, classes.to(f.device), torch.ones_like(rows)], dim=1)
     elif isinstance(target, Dimension):
         d = torch.full_like(rows, bound.d % f.shape[1])
-        start = torch.stack([rows, d, rules.sign_of(f[rows, d])], dim=1)
+        start = torch.stack([rows, d, sign_of(f[rows, d])], dim=1)
     elif isinstance(target, (Embedding, Similarity)):
         weights = f**2 if isinstance(target, Embedding) else (f * bound.reference.float()).relu()
         b, d = smallest_share(weights, energy).nonzero(as_tuple=True)
-        start = torch.stack([b, d, rules.sign_of(f[b, d])], dim=1)
+        start = torch.stack([b, d, sign_of(f[b, d])], dim=1)
     else:
         raise TypeError(
             f"CNN Fixations starts from neurons: use Predicted(), ClassLogit(c), Embedding(), "
@@ -323,7 +304,7 @@ def on_output(start: Points, value: Tensor) -> Points:
         return rules.reduce_points(value, (2, 3), start[:, :2], start[:, 2])
     if value.dim() == 1:
         return start[:, [0, 2]]
-    coords = rules.unravel(start[:, 1], value.shape[1:])
+    coords = unravel(start[:, 1], value.shape[1:])
     return torch.cat([start[:, :1], coords, start[:, 2:]], dim=1)
 
 
@@ -340,7 +321,7 @@ def walk_back(
             continue
         points = torch.cat(arrived) if len(arrived) > 1 else arrived[0]
         if len(arrived) > 1 or node in unsorted:
-            points = rules.dedupe(points, walk.shapes[node])
+            points = dedupe(points, walk.shapes[node])
         if node.op == "placeholder":
             return points
         rule = plan[node]
