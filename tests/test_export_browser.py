@@ -6,7 +6,7 @@ import os
 
 import nbformat
 import pytest
-from browser import READY, check_blend_and_hover
+from browser import READY, canvas_digest, check_blend_and_hover
 from nbclient import NotebookClient
 from test_standalone_browser import offline_page  # noqa: F401  (fixture)
 
@@ -72,3 +72,44 @@ def test_unexecuted_notebook_is_refused(tmp_path):
     nbformat.write(nbformat.v4.new_notebook(), path)
     with pytest.raises(ValueError, match="execute it first"):
         main(["export", str(path)])
+
+
+def _reopen(page, server: str, root, name: str, nb, trusted: bool) -> None:
+    """Put ``nb`` in the server's folder as ``name`` (signed if ``trusted``: as a notebook the
+    user saved) and open it in JupyterLab; the kernel that starts never ran its cells."""
+    from nbformat.sign import NotebookNotary
+
+    if trusted:
+        NotebookNotary().sign(nb)
+    nbformat.write(nb, root / name)
+    page.goto(f"{server}/lab/tree/{name}?reset")  # ?reset: no restored tabs of other tests
+    page.wait_for_selector(".jp-OutputArea-output", timeout=120_000)
+
+
+@pytest.mark.browser
+def test_reopened_notebook_shows_the_saved_view(executed, page, jupyter_server, jupyter_root):
+    """A notebook saved with its widget state (JupyterLab with saveState on, nbclient, nbconvert
+    --execute) reopens with the saved view: thumbnails, the explained image, the caption."""
+    nb = nbformat.read(executed, as_version=4)
+    _reopen(page, jupyter_server, jupyter_root, "reopen-saved.ipynb", nb, trusted=True)
+    page.wait_for_selector(READY, timeout=60_000)
+    assert page.get_attribute(".fw-thumb.fw-selected", "data-index") == "2"
+    assert page.eval_on_selector("canvas.fw-view", "c => [c.width, c.height]") == [32, 32]
+    assert canvas_digest(page)  # the saved image and map are drawn
+    assert page.eval_on_selector(".fw-caption", "e => e.textContent.trim().length") > 0
+    assert "model not found" not in page.inner_text(".jp-OutputArea-output")
+
+
+@pytest.mark.browser
+def test_untrusted_notebook_shows_the_png_fallback(executed, page, jupyter_server, jupyter_root):
+    """Where the widget cannot render (an untrusted notebook, a viewer with no widget manager)
+    the output's image/png shows the explained view."""
+    nb = nbformat.read(executed, as_version=4)
+    data = nb.cells[0].outputs[0]["data"]
+    assert {"image/png", "text/plain"} <= set(data), "the fallbacks are in the output"
+    nb.cells.append(nbformat.v4.new_markdown_cell("not signed"))  # trust follows the content
+    _reopen(page, jupyter_server, jupyter_root, "reopen-untrusted.ipynb", nb, trusted=False)
+    image = page.wait_for_selector(".jp-OutputArea-output img", timeout=60_000)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 1", arg=image)
+    assert page.locator(".famwidget").count() == 0
+    assert "Error displaying widget" not in page.inner_text(".jp-OutputArea-output")
