@@ -113,8 +113,8 @@ model = torch.nn.Sequential(
     torch.nn.Conv2d(32, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
     torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
 )
-x = torch.rand(6, 3, 128, 64)  # small, tall inputs: drawn with crisp pixels
-names = [f"person {i}" for i in range(6)]
+x = torch.rand(64, 3, 128, 64)  # small, tall inputs: drawn with crisp pixels
+names = [f"person {i}" for i in range(64)]
 w = fw.Explorer(model, x, labels=names, methods=["grad-fam", "score-fam"])
 w
 """
@@ -172,6 +172,7 @@ def test_dark_theme_narrow_crisp_and_errors(page: Page, dark_lab, screenshots):
     assert crisp[:3] == [64, 128, "pixelated"] and crisp[3] == 256, crisp
     check_legend(page)
     page.screenshot(path=screenshots / "lab-dark-ready.png")
+    check_large_gallery(page, good)
     # narrow: below 700 px the channel list goes under the image
     page.set_viewport_size({"width": 680, "height": 900})
     page.wait_for_function(
@@ -204,3 +205,29 @@ def test_dark_theme_narrow_crisp_and_errors(page: Page, dark_lab, screenshots):
 def _luminance(css: str) -> float:
     r, g, b = (float(v) for v in css[css.index("(") + 1 : css.index(")")].split(",")[:3])
     return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+
+def check_large_gallery(page: Page, root) -> None:
+    """64 images: a scroll area of bounded height, the view in sight after a click far down,
+    a filter by label, arrow keys and Enter."""
+    gallery = root.locator(".fw-gallery")
+    assert gallery.get_attribute("data-count") == "64"
+    assert gallery.bounding_box()["height"] <= 330
+    click_thumb_and_wait(page, 60)
+    view = root.locator("canvas.fw-view").bounding_box()
+    height = page.viewport_size["height"]
+    assert view["y"] + view["height"] > 0 and view["y"] < height, "the view stays in sight"
+    root.locator(".fw-filter").fill("person 6")
+    shown = root.locator(".fw-thumb:not([hidden])")
+    assert shown.count() == 5  # person 6, 60..63
+    assert root.locator(".fw-gallery-count").text_content() == "5 of 64 images"
+    root.locator(".fw-filter").fill("")
+    root.locator(".fw-thumb[data-index='60']").focus()
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate("() => document.activeElement.dataset.index") == "61"
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "() => { const r = document.querySelector('.famwidget');"
+        " return r.dataset.state === 'ready' && r.querySelector('.fw-caption')"
+        ".textContent.startsWith('person 61 ·'); }"
+    )
