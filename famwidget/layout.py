@@ -162,9 +162,13 @@ def token_grids(
 
 
 def _tight(grid: tuple[int, int], image_size: tuple[int, int]) -> bool:
-    """Patch grids come from exact strides: ``H/gh`` and ``W/gw`` agree within one patch."""
+    """Patch grids come from one integer patch size ``p``: ``gh = H/p`` and ``gw = W/p``, each
+    rounded down (no padding) or up (padded edge patches)."""
     (gh, gw), (H, W) = grid, image_size
-    return abs(H / gh - W / gw) <= max(H / gh, W / gw) / min(gh, gw) + 1e-9
+    for p in range(1, max(H, W) + 1):
+        if (gh, gw) in ((H // p, W // p), (-(-H // p), -(-W // p))):
+            return True
+    return False
 
 
 def read_layout(
@@ -274,6 +278,8 @@ def _module_prior(module: nn.Module | None, model: nn.Module | None = None) -> s
     own = _type_prior(module)
     if own is not None:
         return own
+    if not list(module.children()) and not _neutral(module):
+        return None  # a module of its own kind (a custom op): its type does not say
     order = list(module.modules())[1:][::-1]
     if model is not None:
         everything = list(model.modules())

@@ -71,6 +71,21 @@ def feature_vector(output: object, key: OutputKey = None) -> Tensor:
     return output.flatten(1)
 
 
+def cosine(a: Tensor, b: Tensor) -> Tensor:
+    """Row-wise cosine of ``(N,D)`` batches that does not depend on their scale.
+
+    Each row is first divided by its largest magnitude, so features of size 1e-13 (a scaled or
+    badly initialised last layer) give the same cosine as at size 1, where
+    ``F.cosine_similarity``'s epsilon would dominate. A zero row has cosine 0.
+    """
+
+    def unit(t: Tensor) -> Tensor:
+        peak = t.abs().amax(dim=1, keepdim=True)
+        return t / torch.where(peak > 0, peak, torch.ones_like(peak))
+
+    return F.cosine_similarity(unit(a), unit(b), dim=1, eps=1e-12)
+
+
 def _check_scores(values: Tensor, n: int, what: str) -> Tensor:
     if not isinstance(values, Tensor) or values.shape != (n,):
         shape = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
@@ -128,7 +143,7 @@ class _EmbeddingBound(Bound):
         return self.features(output).norm(dim=1)
 
     def score(self, output: object, index: Tensor) -> Tensor:
-        return F.cosine_similarity(self.features(output), self.reference[index], dim=1, eps=1e-12)
+        return cosine(self.features(output), self.reference[index])
 
 
 class Embedding(Target):
@@ -205,11 +220,11 @@ class _SimilarityBound(Bound):
 
     def scalar(self, output: object) -> Tensor:
         f = self.features(output)
-        return F.cosine_similarity(f, self.reference.to(f), dim=1, eps=1e-12)
+        return cosine(f, self.reference.to(f).expand_as(f))
 
     def score(self, output: object, index: Tensor) -> Tensor:
         f = self.features(output)
-        return F.cosine_similarity(f, self.reference.to(f)[index], dim=1, eps=1e-12)
+        return cosine(f, self.reference.to(f)[index])
 
 
 class Similarity(Target):

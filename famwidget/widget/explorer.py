@@ -143,7 +143,11 @@ class Explorer(anywidget.AnyWidget):
         self._explanation: Explanation | None = None
         self._pending: Future | None = None
         self._interpreter = interpreter
-        offered = list(methods) if methods is not None else _default_methods(method)
+        offered, notes = (
+            (list(methods), {})
+            if methods is not None
+            else _default_methods(method, model, self._inputs, layer, interpreter)
+        )
         if interpreter is not None and "vebi" not in offered:
             offered.append("vebi")
         for name in [*offered, method]:
@@ -181,6 +185,7 @@ class Explorer(anywidget.AnyWidget):
             thumbs=thumb_bytes,
             gallery={**info, "captions": captions, "marks": marks},
             methods=offered if method in offered else [method, *offered],
+            method_notes=notes,
             method=method,
             layers=list(self._layer_modules),
             layer=layer_name,
@@ -533,10 +538,29 @@ def _describe(explanation: Explanation) -> str:
     return text
 
 
-def _default_methods(first: str) -> list[str]:
+def _default_methods(
+    first: str,
+    model: nn.Module | None = None,
+    images: Tensor | None = None,
+    layer: str | nn.Module | None = None,
+    interpreter: Any = None,
+) -> tuple[list[str], dict[str, str]]:
+    """The methods the picker offers, and why each left out is missing (``method_notes``).
+
+    With a model and images, only those that apply (:func:`famwidget.applicable
+    .available_methods`: CAM methods need a class output, fixations every graph rule, vebi an
+    interpreter); the caller adds ``first`` (and ``vebi`` with an interpreter).
+    """
     preferred = ["grad-fam", "score-fam", "grad-cam", "score-cam", "fixations"]
     available = methods()
-    return [m for m in preferred if m in available] or [first]
+    if model is None or images is None:
+        return [m for m in preferred if m in available] or [first], {}
+    from ..applicable import available_methods
+
+    reasons = available_methods(model, images, layer, interpreter=interpreter)
+    notes = {m: r for m, r in reasons.items() if r is not None and m != first}
+    offered = [m for m in preferred if m in available and m not in notes]
+    return offered or [first], notes
 
 
 def _captions(labels: Sequence[Any] | None, n: int) -> list[str]:
