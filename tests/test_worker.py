@@ -60,3 +60,36 @@ def test_errors_reach_the_caller_and_the_worker_goes_on():
         bad.result(5)
     assert worker.submit(lambda stale: 42).result(5) == 42
     worker.close()
+
+
+def test_close_stops_a_running_job_drops_the_queue_and_ends_the_thread():
+    worker = Worker()
+    started, checked = threading.Event(), threading.Event()
+
+    def long_job(stale):
+        started.set()
+        while not stale():  # a long method checks stale() between its batches
+            checked.wait(0.01)
+        raise Stale
+
+    running = worker.submit(long_job)
+    assert started.wait(5)
+    queued = worker.submit(lambda stale: "never")
+    assert worker.close(timeout=5) is True and not worker.alive
+    with pytest.raises(Stale):
+        running.result(0)
+    assert queued.cancelled()
+    late = worker.submit(lambda stale: "never")  # after close: cancelled, never run
+    assert late.cancelled()
+    assert worker.close(timeout=1) is True  # closing twice is harmless
+
+
+def test_publish_after_close_shows_nothing():
+    worker = Worker()
+    shown = []
+    future = worker.submit(lambda stale: stale)
+    stale = future.result(5)
+    assert worker.publish(stale, lambda: shown.append(1)) is True
+    worker.close(timeout=5)
+    assert worker.publish(stale, lambda: shown.append(2)) is False
+    assert shown == [1]

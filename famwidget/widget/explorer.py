@@ -30,6 +30,7 @@ from ..explanation import Explanation, to_uint8_rgb
 from ..tap import preserved, resolve_layer, spatial_layers
 from ..targets import Target
 from . import wire
+from .cache import DEFAULT_CACHE_BYTES, ExplanationCache
 from .worker import Stale, Worker
 
 STATIC = pathlib.Path(__file__).parent / "static"
@@ -67,6 +68,8 @@ class Explorer(anywidget.AnyWidget):
             the three most relevant features of the predicted class.
         classes: class names of a classifier: each thumbnail then shows the predicted class and
             its probability, marked as a match or a miss when ``labels`` are those names.
+        cache_bytes: bytes of explanations kept for instant re-display (default 256 MiB),
+            least recently used first out; activations are kept in float16 (``cache.py``).
         **options: passed to ``fw.explain`` (method options).
     """
 
@@ -129,6 +132,7 @@ class Explorer(anywidget.AnyWidget):
         methods: Sequence[str] | None = None,
         interpreter: Any = None,
         classes: Sequence[str] | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
         **options: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -139,7 +143,7 @@ class Explorer(anywidget.AnyWidget):
         self._shown = shown
         self._target = target
         self._options = options
-        self._cache: dict[tuple[int, str, str], tuple[dict[str, Any], Explanation]] = {}
+        self._cache = ExplanationCache(cache_bytes)
         self._explanation: Explanation | None = None
         self._pending: Future | None = None
         self._interpreter = interpreter
@@ -356,9 +360,11 @@ class Explorer(anywidget.AnyWidget):
         self, key: tuple, stale: Callable[[], bool] = lambda: False, stream: bool = True
     ) -> tuple[dict[str, Any], Explanation]:
         """The traits and the Explanation for ``key``, computed once and cached."""
-        if key not in self._cache:
-            self._cache[key] = self._build(key, stale, stream)
-        return self._cache[key]
+        if key in self._cache:
+            return self._cache[key]
+        value = self._build(key, stale, stream)
+        self._cache[key] = value  # bounded: it may be dropped at once, the caller has it
+        return value
 
     def _build(
         self, key: tuple, stale: Callable[[], bool], stream: bool = True
@@ -484,12 +490,33 @@ class Explorer(anywidget.AnyWidget):
         return self._captions[index]
 
     def _on_message(self, widget: Any, content: Any, buffers: list) -> None:
-        if isinstance(content, dict) and content.get("type") == "cancel":
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "cancel":
             self.cancel()
-        if isinstance(content, dict) and content.get("type") == "select":
+            return
+        n = len(self._inputs)
+        if kind == "select":
             index = content.get("index")
-            if isinstance(index, int) and 0 <= index < len(self._inputs):
+            if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < n:
                 self._request(index)
+                return
+            problem = (
+                f"{{'type': 'select', 'index': i}} needs an int i in 0..{n - 1}, got {index!r}"
+            )
+        else:
+            problem = (
+                f"unknown message {str(content)[:80]!r}; the kernel accepts "
+                "{'type': 'select', 'index': i} and {'type': 'cancel'}"
+            )
+        self._refuse_message(problem)
+
+    def _refuse_message(self, problem: str) -> None:
+        """A malformed message from the page: say so in ``.fw-error``; nothing else changes."""
+        with self._worker.lock:
+            with self.hold_sync():
+                self.error = f"ignored a message from the page: {problem}"
+                self.state = "error"
+            self._announce()
 
     def _on_choice(self, change: dict) -> None:
         if self.selected >= 0:

@@ -3,6 +3,9 @@
 ``submit(job)`` supersedes every earlier request: a queued one is dropped unrun, a running one
 sees ``stale()`` become true (long methods check it between batches and raise :class:`Stale`),
 and its result is discarded by the caller. The kernel's main thread stays free meanwhile.
+
+``close()`` makes every job stale at once (a running Score-FAM stops after its current batch),
+drops the queue, and ends the thread; a request made after it is cancelled, never run.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class Worker:
     def __init__(self, name: str = "famwidget-worker") -> None:
         self._queue: queue.Queue = queue.Queue()
         self._latest = 0
+        self._closed = False
         self.lock = threading.RLock()
         """Held by :meth:`submit` and :meth:`publish`: a job that was superseded can never put
         its result on screen after the newer request has been made."""
@@ -32,9 +36,12 @@ class Worker:
         """Queue ``job(stale)`` and make it the newest request; returns its Future."""
         future: Future = Future()
         with self.lock:
+            if self._closed:
+                future.cancel()
+                return future
             self._latest += 1
             ticket = self._latest
-        self._queue.put((ticket, job, future))
+            self._queue.put((ticket, job, future))
         return future
 
     def publish(self, stale: Callable[[], bool], show: Callable[[], None]) -> bool:
@@ -52,7 +59,7 @@ class Worker:
                 return
 
             def stale(ticket: int = ticket) -> bool:
-                return ticket != self._latest
+                return self._closed or ticket != self._latest
 
             if stale() or not future.set_running_or_notify_cancel():
                 future.cancel()
@@ -62,5 +69,18 @@ class Worker:
             except BaseException as error:  # handed to the caller through the Future
                 future.set_exception(error)
 
-    def close(self) -> None:
-        self._queue.put((0, None, None))
+    @property
+    def alive(self) -> bool:
+        """Whether the worker thread still runs (False soon after :meth:`close`)."""
+        return self._thread.is_alive()
+
+    def close(self, timeout: float | None = 0.0) -> bool:
+        """Supersede every job, end the thread; wait up to ``timeout`` s (``None``: until it
+        ends). Returns whether the thread has ended. Closing twice is harmless."""
+        with self.lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put((0, None, None))
+        if timeout is None or timeout > 0:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
