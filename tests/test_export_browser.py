@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import time
 
 import nbformat
 import pytest
@@ -10,6 +13,7 @@ from browser import READY, canvas_digest, check_blend_and_hover
 from nbclient import NotebookClient
 from test_standalone_browser import offline_page  # noqa: F401  (fixture)
 
+from famwidget.bench.jupyter import jupyterlab, run_all, wait_for_kernel
 from famwidget.cli import main
 from famwidget.widget.export import famwidget_states
 
@@ -113,3 +117,59 @@ def test_untrusted_notebook_shows_the_png_fallback(executed, page, jupyter_serve
     page.wait_for_function("img => img.complete && img.naturalWidth > 1", arg=image)
     assert page.locator(".famwidget").count() == 0
     assert "Error displaying widget" not in page.inner_text(".jp-OutputArea-output")
+
+
+@pytest.fixture
+def save_state_lab(tmp_path, monkeypatch):
+    """A JupyterLab of its own whose widget manager saves widget state with the notebook
+    (Settings > Save Widget State Automatically: ``saveState`` of
+    ``@jupyter-widgets/jupyterlab-manager:plugin``; off by default)."""
+    settings = tmp_path / "settings"
+    manager = settings / "@jupyter-widgets" / "jupyterlab-manager"
+    manager.mkdir(parents=True)
+    (manager / "plugin.jupyterlab-settings").write_text(json.dumps({"saveState": True}))
+    news = settings / "@jupyterlab" / "apputils-extension"
+    news.mkdir(parents=True)
+    (news / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
+    monkeypatch.setenv("JUPYTERLAB_SETTINGS_DIR", str(settings))
+    root = tmp_path / "root"
+    root.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(CODE)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nbformat.write(nb, root / "roundtrip.ipynb")
+    with jupyterlab(root) as url:
+        yield url, root
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_jupyterlab_saves_the_state_and_reopens_the_view(save_state_lab, page, browser):
+    """Run, save in JupyterLab with saveState on, reopen with a fresh kernel: the saved view
+    (not "Error displaying widget: model not found")."""
+    url, root = save_state_lab
+    page.set_default_timeout(120_000)
+    page.goto(f"{url}/lab/tree/roundtrip.ipynb?reset")
+    wait_for_kernel(page)
+    run_all(page)
+    page.wait_for_selector(READY)
+    page.click(".jp-NotebookPanel-toolbar [data-command='docmanager:save']")
+    saved: dict = {}
+    for _ in range(60):
+        saved = famwidget_states(nbformat.read(root / "roundtrip.ipynb", as_version=4))
+        if saved:
+            break
+        time.sleep(0.5)
+    assert len(saved) == 1, "JupyterLab saved the widget state with the notebook"
+    traits = next(iter(saved.values()))["traits"]
+    assert "mountStandalone" in traits["_esm"], "the anywidget ESM is in the saved state"
+    assert traits["selected"] == 2 and traits["heatmap"]
+    shutil.copy(root / "roundtrip.ipynb", root / "reopened.ipynb")  # a new session, new kernel
+    fresh = browser.new_page()
+    try:
+        fresh.goto(f"{url}/lab/tree/reopened.ipynb?reset")
+        fresh.wait_for_selector(READY, timeout=120_000)
+        assert fresh.get_attribute(".fw-thumb.fw-selected", "data-index") == "2"
+        assert canvas_digest(fresh)
+        assert "model not found" not in fresh.inner_text(".jp-OutputArea-output")
+    finally:
+        fresh.close()
