@@ -33,6 +33,7 @@ The inputs of every rule are the values the op saw in the recorded forward pass.
 
 from __future__ import annotations
 
+import inspect
 import math
 import operator
 from collections.abc import Sequence
@@ -61,7 +62,7 @@ from .fixation_walk import (
     unravel,
     with_sign,
 )
-from .graph import describe, op_kind
+from .graph import describe, op_kind, record_forward, signal_nodes, trace_function
 
 # ----------------------------------------------------------------------------- index-only rules
 
@@ -80,18 +81,13 @@ def pass_through(walk: Walk, node: fx.Node, points: Points) -> Routed:
 
 
 def view(walk: Walk, node: fx.Node, points: Points) -> Routed:
-    """flatten / view / reshape / squeeze: re-index through the row-major order of each image."""
+    """flatten / view / reshape / squeeze: re-index through the row-major order of the whole
+    tensor (also when it regroups the batch, as a window partition does)."""
     (src,) = first_source(node, walk.active) or [None]
     if src is None:
         return []
     before, after = walk.shapes[src], walk.shapes[node]
-    if not before or not after or before[0] != after[0]:
-        raise ValueError(
-            f"CNN Fixations: {describe(walk.module, node)} reshapes {tuple(before)} -> "
-            f"{tuple(after)} across the batch dimension; only per-image reshapes are supported"
-        )
-    flat = ravel(points[:, 1:-1], after[1:])
-    coords = torch.cat([points[:, :1], unravel(flat, before[1:])], dim=1)
+    coords = unravel(ravel(points[:, :-1], after), before)
     return [(src, with_sign(coords, points[:, -1]))]
 
 
@@ -525,6 +521,58 @@ def _avg_params(walk: Walk, node: fx.Node) -> tuple[tuple[int, int], ...]:
     return _pair(kernel), _pair(stride if stride else kernel), _pair(padding)
 
 
+# ----------------------------------------------------------------------------- wrapped functions
+
+
+def nested(walk: Walk, node: fx.Node, points: Points) -> Routed:
+    """A function that ``torch.fx.wrap`` kept whole (torchvision's ``shifted_window_attention``):
+    traced on its recorded arguments (:func:`graph.trace_function`), run again with every input
+    its rules read recorded, and walked through with the same rules, from the points on its
+    result to its image-dependent input."""
+    from . import fixation_walk as engine
+
+    args, kwargs = walk.records[node]
+    signal = [n for n in node.all_input_nodes if n in walk.active]
+    if len(signal) != 1:
+        raise ValueError(f"CNN Fixations: {describe(walk.module, node)} mixes several signals")
+    cache = node.meta.setdefault("fw_nested", {})
+    key = tuple(
+        tuple(v.shape) if isinstance(v, Tensor) else repr(v) for v in (*args, *kwargs.values())
+    )
+    if key not in cache:
+        try:
+            cache[key] = trace_function(node.target, args, kwargs)
+        except Exception as error:
+            raise ValueError(
+                f"CNN Fixations cannot look inside {describe(walk.module, node)} "
+                f"({type(error).__name__}: {error})"
+            ) from error
+    inner, tensors = cache[key]
+    first = args[0] if args else None
+    if not (isinstance(first, Tensor) and node.args and node.args[0] is signal[0]):
+        raise ValueError(
+            f"CNN Fixations: the image-dependent input of {describe(walk.module, node)} "
+            "must be its first argument"
+        )
+    active = signal_nodes(inner)
+    out_node = next(n for n in inner.graph.nodes if n.op == "output").args[0]
+    plan = engine.plan_walk(inner, out_node, active, rule_for, SUPPORTED)
+    keep = {r for n, rule in plan.items() for r in rule.recorded(n)}
+    recording = record_forward(inner, tuple(tensors), keep)
+    inner_walk = Walk(inner, recording.records, recording.shapes, active, walk.loc)
+    arrived = engine.walk_back(inner_walk, plan, out_node, points, recording.output)
+    return [(signal[0], arrived)] if arrived.shape[0] else []
+
+
+def nested_sources(node: fx.Node, active: set[fx.Node]) -> list[fx.Node]:
+    return [n for n in node.all_input_nodes if n in active][:1]
+
+
+def _is_python_function(target: Any) -> bool:
+    module = getattr(target, "__module__", "") or ""
+    return inspect.isfunction(target) and not module.startswith(("torch.", "_operator", "math"))
+
+
 # ----------------------------------------------------------------------------- the table
 
 
@@ -547,6 +595,7 @@ INDEX = Rule("index", modern.index_map, modern.index_sources, needs_values=True,
 RESIZE = Rule("resize", modern.resize, first_source, needs_values=True)
 SDPA = Rule("attention", modern.sdpa, modern.sdpa_sources, needs_values=True)
 BILINEAR = Rule("product", modern.bilinear, modern.bilinear_sources, needs_values=True)
+NESTED = Rule("wrapped function", nested, nested_sources, needs_values=True)
 MHA = Rule("multi-head attention", modern.mha, modern.mha_sources, needs_values=True,
            also_records=modern.mha_records)  # fmt: skip
 
@@ -604,7 +653,10 @@ def rule_for(module: fx.GraphModule, node: fx.Node) -> Rule | None:
             return SDPA
         if name in ("matmul", "bmm", "mm", "einsum", "__matmul__"):
             return BILINEAR
-        return None
+        if name in ("softmax", "log_softmax") or isinstance(sub, (nn.Softmax, nn.LogSoftmax)):
+            return ACTIVATION  # attention weights: only reached when both factors are weights
+    if node.op == "call_function" and _is_python_function(target):
+        return NESTED
     return None
 
 

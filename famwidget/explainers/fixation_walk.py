@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, fx
 
+from .graph import describe
+
 Points = Tensor
 """``(N, r+1)`` int64: the index into an ``r``-dim node value, then the sign column."""
 Routed = list[tuple[fx.Node, Points]]
@@ -156,3 +158,58 @@ def _pair(v: Any) -> tuple[int, int]:
     if isinstance(v, (tuple, list)):
         return (int(v[0]), int(v[-1]))
     return (int(v), int(v))
+
+
+# ----------------------------------------------------------------------------- the walk
+
+
+def plan_walk(
+    traced: fx.GraphModule,
+    out_node: Any,
+    active: set[fx.Node],
+    rule_for: Callable[[fx.GraphModule, fx.Node], Rule | None],
+    supported: str,
+) -> dict[fx.Node, Rule]:
+    """The rule of every node that fixations can reach from ``out_node``; fails on the first op
+    on the way that has none (before anything runs)."""
+    if not isinstance(out_node, fx.Node) or out_node not in active:
+        raise ValueError("CNN Fixations: the explained output does not depend on the images")
+    plan: dict[fx.Node, Rule] = {}
+    stack = [out_node]
+    while stack:
+        node = stack.pop()
+        if node in plan or node.op == "placeholder":
+            continue
+        rule = rule_for(traced, node)
+        if rule is None:
+            raise ValueError(
+                f"CNN Fixations has no rule for {describe(traced, node)}; supported: {supported}"
+            )
+        plan[node] = rule
+        stack.extend(rule.sources(node, active))
+    return plan
+
+
+def walk_back(
+    walk: Walk, plan: dict[fx.Node, Rule], out_node: fx.Node, start: Points, value: Tensor
+) -> Points:
+    """Move ``start`` from ``out_node`` to the images: fixations ``(N,5)`` = ``(b, c, y, x, s)``."""
+    pending: dict[fx.Node, list[Points]] = {out_node: [start]}
+    unsorted = {out_node}  # nodes whose points may repeat
+    walk.shapes.setdefault(out_node, value.shape)
+    for node in reversed(walk.module.graph.nodes):
+        arrived = pending.pop(node, None)
+        if not arrived:
+            continue
+        points = torch.cat(arrived) if len(arrived) > 1 else arrived[0]
+        if len(arrived) > 1 or node in unsorted:
+            points = dedupe(points, walk.shapes[node])
+        if node.op == "placeholder":
+            return points
+        rule = plan[node]
+        for source, moved in rule.apply(walk, node, points):
+            if moved.shape[0]:
+                pending.setdefault(source, []).append(moved)
+                if not rule.distinct:
+                    unsorted.add(source)
+    return start.new_zeros(0, 5)

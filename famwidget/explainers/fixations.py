@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, fx, nn
 
-from ..explanation import Explanation
+from ..explanation import Explanation, flag_degenerate
 from ..maps import gaussian_kernel, minmax
 from ..method import Method
 from ..tap import preserved
@@ -41,8 +41,9 @@ from ..targets import (
     feature_vector,
 )
 from . import fixation_rules as rules
-from .fixation_walk import Points, Rule, Walk, dedupe, first_source, sign_of, unravel
-from .graph import describe, op_kind, record_forward, signal_nodes, trace
+from . import fixation_walk as engine
+from .fixation_walk import Points, Rule, Walk, first_source, sign_of, unravel
+from .graph import op_kind, record_forward, signal_nodes, trace
 
 LOCS = ("center", "argmax")
 
@@ -102,7 +103,7 @@ def fixations(
         size = tuple(images.shape[-2:])
         points, counts = pixels(arrived, images.shape[0], size, radius, share)
         heatmap = minmax(blur(counts, sigma * min(size)))
-    return Explanation(
+    explanation = Explanation(
         heatmap=heatmap,
         method="fixations",
         layer="",
@@ -118,6 +119,20 @@ def fixations(
             autocast=None if autocast is None else str(autocast),
         ),
     )
+    reasons = [_why_empty(p, h) for p, h in zip(points, heatmap, strict=True)]
+    return flag_degenerate(explanation, reasons)
+
+
+def _why_empty(points: Tensor, heatmap: Tensor) -> str | None:
+    """Why an image's fixation map is blank (None when it is not)."""
+    if len(points) == 0:
+        return (
+            "no fixation reaches the image: the explained neurons have no input with a "
+            "positive contribution (a zero or dead classifier, an all-zero feature vector?)"
+        )
+    if float(heatmap.max()) <= float(heatmap.min()):
+        return "the fixations' density is uniform over the image"
+    return None
 
 
 def backtrack(
@@ -149,7 +164,7 @@ def backtrack(
             chosen = target if target is not None else default_target(traced, out_node, walk)
             value = pick(output, output_key, "the model output")
             start = start_points(chosen, output, value, output_key, energy)
-            arrived = walk_back(walk, plan, out_node, start, value)
+            arrived = engine.walk_back(walk, plan, out_node, start, value)
             scores = chosen.bind(output, output_key).scalar(output).float()
     return arrived, chosen, scores
 
@@ -205,23 +220,7 @@ def pick(structure: Any, key: OutputKey, what: str) -> Any:
 def plan_walk(traced: fx.GraphModule, out_node: Any, active: set[fx.Node]) -> dict[fx.Node, Rule]:
     """The rule of every node that fixations can reach from ``out_node``; fails on the first op
     on the way that has none (before anything runs)."""
-    if not isinstance(out_node, fx.Node) or out_node not in active:
-        raise ValueError("CNN Fixations: the explained output does not depend on the images")
-    plan: dict[fx.Node, Rule] = {}
-    stack = [out_node]
-    while stack:
-        node = stack.pop()
-        if node in plan or node.op == "placeholder":
-            continue
-        rule = rules.rule_for(traced, node)
-        if rule is None:
-            raise ValueError(
-                f"CNN Fixations has no rule for {describe(traced, node)}; supported: "
-                f"{rules.SUPPORTED}"
-            )
-        plan[node] = rule
-        stack.extend(rule.sources(node, active))
-    return plan
+    return engine.plan_walk(traced, out_node, active, rules.rule_for, rules.SUPPORTED)
 
 
 # ----------------------------------------------------------------------------- recording
@@ -306,31 +305,6 @@ def on_output(start: Points, value: Tensor) -> Points:
         return start[:, [0, 2]]
     coords = unravel(start[:, 1], value.shape[1:])
     return torch.cat([start[:, :1], coords, start[:, 2:]], dim=1)
-
-
-def walk_back(
-    walk: Walk, plan: dict[fx.Node, Rule], out_node: fx.Node, start: Points, value: Tensor
-) -> Points:
-    """Move ``start`` from ``out_node`` to the images: fixations ``(N,5)`` = ``(b, c, y, x, s)``."""
-    pending: dict[fx.Node, list[Points]] = {out_node: [start]}
-    unsorted = {out_node}  # nodes whose points may repeat
-    walk.shapes.setdefault(out_node, value.shape)
-    for node in reversed(walk.module.graph.nodes):
-        arrived = pending.pop(node, None)
-        if not arrived:
-            continue
-        points = torch.cat(arrived) if len(arrived) > 1 else arrived[0]
-        if len(arrived) > 1 or node in unsorted:
-            points = dedupe(points, walk.shapes[node])
-        if node.op == "placeholder":
-            return points
-        rule = plan[node]
-        for source, moved in rule.apply(walk, node, points):
-            if moved.shape[0]:
-                pending.setdefault(source, []).append(moved)
-                if not rule.distinct:
-                    unsorted.add(source)
-    return start.new_zeros(0, 5)
 
 
 # ----------------------------------------------------------------------------- pixels and map

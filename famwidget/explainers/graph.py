@@ -307,6 +307,8 @@ def signal_nodes(graph_module: fx.GraphModule) -> set[fx.Node]:
         if node.op in ("placeholder", "output", "get_attr"):
             continue
         inputs = node.all_input_nodes
+        if _constructs(node):
+            continue
         if any(n in found for n in inputs):
             (shapes if _reads_shape(node) else found).add(node)
         elif any(n in shapes for n in inputs) and _size_arithmetic(node):
@@ -314,6 +316,18 @@ def signal_nodes(graph_module: fx.GraphModule) -> set[fx.Node]:
     graph_module.__dict__["_fw_signal"] = found
     graph_module.__dict__["_fw_shape"] = shapes
     return found
+
+
+_CONSTRUCTORS = {
+    "new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "zeros_like", "ones_like",
+    "empty_like", "full_like", "rand_like", "randn_like",
+}  # fmt: skip
+
+
+def _constructs(node: fx.Node) -> bool:
+    """``x.new_zeros(...)``, ``torch.zeros_like(x)``: a tensor made from ``x``'s shape only."""
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    return node.op in ("call_method", "call_function") and name in _CONSTRUCTORS
 
 
 _SHAPE_ATTRIBUTES = {"shape", "ndim", "dtype", "device", "is_cuda", "requires_grad", "layout"}
@@ -466,6 +480,79 @@ def _returns_several(gm: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_module":
         return isinstance(gm.get_submodule(node.target), nn.MultiheadAttention)
     return node.op == "call_method" and node.target in ("max", "min", "sort", "topk")
+
+
+# ----------------------------------------------------------------------------- functions
+
+
+class _ConcreteProxy(fx.Proxy):
+    def __len__(self) -> int:
+        return len(self.tracer.real[self.node])
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.tracer.create_proxy("call_function", operator.setitem, (self, key, value), {})
+
+
+class _ConcreteTracer(fx.Tracer):
+    """Traces a function while running it on real values: sizes, ``len`` and branches on them
+    take their real values (the graph holds for inputs of these shapes)."""
+
+    def __init__(self, inputs: dict[str, Any]) -> None:
+        super().__init__(autowrap_functions=())
+        self.inputs = inputs
+        self.real: dict[fx.Node, Any] = {}
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _ConcreteProxy(node, self)
+
+    def create_proxy(self, kind: str, target: Any, args: Any, kwargs: Any, *rest: Any, **more: Any):
+        proxy = super().create_proxy(kind, target, args, kwargs, *rest, **more)
+        if kind == "placeholder":
+            value = self.inputs[target]
+        else:
+            a = fx.node.map_aggregate(args, self._real)
+            k = fx.node.map_aggregate(kwargs, self._real)
+            if kind == "call_function":
+                value = target(*a, **k)
+            elif kind == "call_method":
+                value = getattr(a[0], target)(*a[1:], **k)
+            else:
+                value = None
+        self.real[proxy.node] = value
+        return proxy
+
+    def _real(self, v: Any) -> Any:
+        return self.real[v.node] if isinstance(v, fx.Proxy) else v
+
+    def to_bool(self, obj: fx.Proxy) -> bool:
+        return bool(self.real[obj.node])
+
+    def iter(self, obj: fx.Proxy) -> Any:
+        return iter([obj[i] for i in range(len(self.real[obj.node]))])
+
+
+def trace_function(
+    fn: Callable[..., Any], args: tuple, kwargs: dict
+) -> tuple[fx.GraphModule, list[Tensor]]:
+    """A graph of ``fn(*args, **kwargs)`` (a function ``torch.fx.wrap`` kept whole, e.g.
+    torchvision's ``shifted_window_attention``) whose placeholders are its tensor arguments.
+
+    Non-tensor arguments are fixed, and sizes read inside take their values from ``args``, so
+    the graph holds for inputs of these shapes. Returns the graph and the tensor arguments in
+    placeholder order.
+    """
+    bound = inspect.signature(fn).bind(*args, **kwargs)
+    bound.apply_defaults()
+    tensors = {k: v for k, v in bound.arguments.items() if isinstance(v, Tensor)}
+    fixed = {k: v for k, v in bound.arguments.items() if k not in tensors}
+    names = list(tensors)
+    passed = ", ".join(f"{n}={n}" for n in names)
+    source = f"def traced({', '.join(names)}):\n    return fn({passed}, **fixed)\n"
+    scope: dict[str, Any] = {"fn": fn, "fixed": fixed}
+    exec(source, scope)  # a function with one named parameter per tensor argument
+    tracer = _ConcreteTracer({n: t.clone() for n, t in tensors.items()})
+    graph = tracer.trace(scope["traced"])
+    return fx.GraphModule(nn.Module(), graph), list(tensors.values())
 
 
 # ----------------------------------------------------------------------------- recorded forward
