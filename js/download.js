@@ -54,3 +54,15 @@ export function downloadCanvas(canvas, name) {
     }, "image/png");
   });
 }
+
+/** The PNG button: the view as on screen (query, side image, view, colour bar, caption). */
+export function saveView(ui, view) {
+  const doc = ui.root.ownerDocument;
+  const style = doc.defaultView.getComputedStyle(ui.root);
+  const png = composeView(doc, [ui.pairView, ui.side, ui.view], ui.legend.bar,
+    [ui.captionMain.textContent, ui.captionSub.textContent, ui.legend.text.textContent],
+    { fg: style.color || "#000", bg: style.backgroundColor || "#fff" });
+  const name = `famwidget-${view.method || "view"}-${view.index ?? "none"}.png`;
+  return downloadCanvas(png, name).then(() => { ui.root.dataset.download = name; },
+    (error) => { ui.status.textContent = error.message; });
+}

@@ -117,3 +117,29 @@ function columns(items) {
   while (n < items.length && items[n].offsetTop === top) n++;
   return items[0].offsetWidth > 0 ? Math.max(1, n) : 1;
 }
+
+/**
+ * The gallery with its tools, wired: ui {gallery, sort, filter, galleryCount}; get(name,
+ * fallback) reads a trait; onPick(index) explains. Returns {draw} (after thumbs/gallery change).
+ */
+export function galleryPanel(ui, get, onPick) {
+  const arrange = () => {
+    const info = get("gallery", {});
+    const shown = arrangeGallery(ui.gallery, info, ui.sort.value, ui.filter.value);
+    ui.galleryCount.textContent = `${shown} of ${info.n || 0} images`;
+  };
+  const draw = () => {
+    const info = get("gallery", {});
+    renderGallery(ui.gallery, get("thumbs", null), info, onPick);
+    const scoreOption = ui.sort.querySelector("option[value=score]");
+    scoreOption.disabled = !(info.scores && info.scores.length);
+    scoreOption.title = scoreOption.disabled ? "this gallery has no scores" : "";
+    if (scoreOption.disabled && ui.sort.value === "score") ui.sort.value = "index";
+    arrange();
+    markSelected(ui.gallery, get("selected", -1));
+  };
+  ui.sort.addEventListener("change", arrange);
+  ui.filter.addEventListener("input", arrange);
+  ui.gallery.addEventListener("keydown", (event) => galleryKey(ui.gallery, event, onPick));
+  return { draw };
+}

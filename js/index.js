@@ -4,13 +4,14 @@
 // Colab, VS Code, the offline page).
 import { toBytes, toUint16 } from "./buffers.js";
 import { describeView, methodName, targetWords } from "./caption.js";
-import { contributionsAt, decodeChannels, overallContributions } from "./channels.js";
+import { decodeChannels } from "./channels.js";
 import { lut } from "./colormap.js";
 import { buildControls, syncControls } from "./controls.js";
 import { h, setOptions } from "./dom.js";
-import { composeView, downloadCanvas } from "./download.js";
-import { arrangeGallery, buildGalleryTools, galleryKey, markSelected, renderGallery } from "./gallery.js";
+import { saveView } from "./download.js";
+import { buildGalleryTools, galleryPanel, markSelected } from "./gallery.js";
 import { followHost } from "./host.js";
+import { inspector } from "./inspect.js";
 import { buildLegend, legendScale, paintLegend } from "./legend.js";
 import { fitSize, paintView } from "./paint.js";
 import { bind, localState, reader, writer } from "./state.js";
@@ -34,6 +35,7 @@ function mount(model, el, hostHint) {
   const get = reader(model);
   const setTrait = writer(model);
   const setState = (state) => { ui.root.dataset.state = state; updateCaption(); };
+  const inspection = inspector(ui, local, () => paint());
   const settings = () => ({ alpha: get("alpha", 0.5), colormap: get("colormap", "jet"),
                             threshold: get("threshold", 0), side_by_side: get("side_by_side", false) });
 
@@ -52,13 +54,8 @@ function mount(model, el, hostHint) {
     ui.viewLabel.textContent = local.pair ? labelOf(view) : "";
     if (local.pair) setOptions(ui.pairTarget, local.pair.targets, get("pair_target", "similarity"));
     local.channels = decodeChannels(get("channels", null), get("channel_info", {}));
-    local.hover = null;
-    local.pinned = null;
-    local.point = null;
-    delete ui.root.dataset.hoverChannel;
-    delete ui.root.dataset.pinnedChannel;
     sizeStage();
-    listChannels(local.channels ? overallContributions(local.channels) : []);
+    inspection.reset();
     paint();
   }
 
@@ -73,14 +70,7 @@ function mount(model, el, hostHint) {
 
   const labelOf = (view) => view.label ?? (get("gallery", {}).captions || [])[view.index] ?? `#${view.index}`;
 
-  /** The channel being shown instead of the method's map, or null. */
-  function inspectedChannel() {
-    const c = local.hover ?? local.pinned;
-    if (c == null || !local.channels) return null;
-    const info = get("channel_info", {});
-    const lo = info.lo?.[c] ?? 0;
-    return { name: local.channels.names[c], weight: local.channels.weights[c], lo, hi: lo + 255 * (info.scale?.[c] ?? 0) };
-  }
+  const inspectedChannel = () => inspection.inspected(get("channel_info", {}));
 
   function updateCaption() {
     const view = get("view", {});
@@ -97,58 +87,6 @@ function mount(model, el, hostHint) {
       method: methodName(get("view", {}).method), channel, threshold: get("threshold", 0) });
     paintLegend(ui.legend, scale, lut(get("colormap", "jet")));
     updateCaption();
-  }
-
-  function listChannels(rows) {
-    const top = rows.length ? Math.max(...rows.map((r) => Math.abs(r.contribution)), 1e-12) : 1;
-    ui.channels.replaceChildren(...rows.map((r) => {
-      const item = h("li", {
-        class: "fw-channel", dataset: { channel: r.channel, index: r.index },
-        title: `channel ${r.name}: weight ${r.weight.toPrecision(3)} x activation ${r.activation.toPrecision(3)}` +
-               ` = ${r.contribution.toPrecision(3)}`,
-        onmouseenter: () => inspect(r.index, r.channel),
-        onmouseleave: () => inspect(null, null),
-        onclick: () => pin(r.index, r.channel),
-      },
-      h("span", { class: "fw-channel-name" }, r.name),
-      h("span", { class: "fw-bar" }, h("span", { class: r.contribution < 0 ? "fw-neg" : "",
-        style: { width: `${Math.round((100 * Math.abs(r.contribution)) / top)}%` } })),
-      h("span", { class: "fw-channel-value" }, shortNumber(r.contribution)));
-      if (local.pinned === r.index) item.classList.add("fw-pinned");
-      return item;
-    }));
-    ui.channelsTitle.textContent = local.point ? "channels at the pointer" : "top channels";
-    ui.channelsUnit.textContent = rows.length
-      ? `value = weight x activation${local.point ? " here" : " (mean over the image)"}`
-      : local.rgb ? "this method has no channel weights" : "";
-  }
-
-  function inspect(index, channel) {
-    local.hover = index;
-    if (channel == null) delete ui.root.dataset.hoverChannel;
-    else ui.root.dataset.hoverChannel = channel;
-    paint();
-  }
-
-  function pin(index, channel) {
-    local.pinned = local.pinned === index ? null : index;
-    if (local.pinned == null) delete ui.root.dataset.pinnedChannel;
-    else ui.root.dataset.pinnedChannel = channel;
-    for (const item of ui.channels.querySelectorAll(".fw-channel")) {
-      item.classList.toggle("fw-pinned", Number(item.dataset.index) === local.pinned);
-    }
-    paint();
-  }
-
-  function onPointer(event) {
-    if (!local.rgb || !local.channels) return;
-    const rect = ui.view.getBoundingClientRect();
-    const x = Math.floor(((event.clientX - rect.left) / rect.width) * local.W);
-    const y = Math.floor(((event.clientY - rect.top) / rect.height) * local.H);
-    if (x < 0 || y < 0 || x >= local.W || y >= local.H) return;
-    local.point = { x, y };
-    listChannels(contributionsAt(local.channels, y, x, local.H, local.W));
-    paint();
   }
 
   function startWork() {
@@ -205,39 +143,13 @@ function mount(model, el, hostHint) {
   ui.method.addEventListener("change", () => choose("method", ui.method.value));
   ui.layer.addEventListener("change", () => choose("layer", ui.layer.value));
   ui.pairTarget.addEventListener("change", () => choose("pair_target", ui.pairTarget.value));
-  ui.view.addEventListener("mousemove", onPointer);
   ui.cancel.addEventListener("click", () => {
     model.send({ type: "cancel" });
     ui.status.textContent = "cancelling …";
   });
-  ui.download.addEventListener("click", () => {
-    const style = getComputedStyle(ui.root);
-    const png = composeView(el.ownerDocument || document, [ui.pairView, ui.side, ui.view], ui.legend.bar,
-      [ui.captionMain.textContent, ui.captionSub.textContent, ui.legend.text.textContent],
-      { fg: style.color || "#000", bg: style.backgroundColor || "#fff" });
-    const view = get("view", {});
-    const name = `famwidget-${view.method || "view"}-${view.index ?? "none"}.png`;
-    downloadCanvas(png, name).then(() => { ui.root.dataset.download = name; },
-      (error) => { ui.status.textContent = error.message; });
-  });
-
-  const arrange = () => {
-    const info = get("gallery", {});
-    const shown = arrangeGallery(ui.gallery, info, ui.sort.value, ui.filter.value);
-    ui.galleryCount.textContent = `${shown} of ${info.n || 0} images`;
-  };
-  const drawGallery = () => {
-    const info = get("gallery", {});
-    renderGallery(ui.gallery, get("thumbs", null), info, pick);
-    const scoreOption = ui.sort.querySelector("option[value=score]");
-    scoreOption.disabled = !(info.scores && info.scores.length);
-    if (scoreOption.disabled && ui.sort.value === "score") ui.sort.value = "index";
-    arrange();
-    markSelected(ui.gallery, get("selected", -1));
-  };
-  ui.sort.addEventListener("change", arrange);
-  ui.filter.addEventListener("input", arrange);
-  ui.gallery.addEventListener("keydown", (event) => galleryKey(ui.gallery, event, pick));
+  ui.download.addEventListener("click", () => saveView(ui, get("view", {})));
+  const gallery = galleryPanel(ui, get, pick);
+  const drawGallery = gallery.draw;
 
   const unbind = bind(model, [
     [["thumbs", "gallery"], drawGallery],
@@ -257,13 +169,6 @@ function mount(model, el, hostHint) {
   loadView();
   syncState();
   return () => { unbind(); stopHost(); };
-}
-
-/** A number in at most 7 characters: 0.050, 8.4, 9.8e-6. */
-export function shortNumber(v) {
-  if (v === 0 || !Number.isFinite(v)) return String(v);
-  const a = Math.abs(v);
-  return a >= 1e4 || a < 1e-3 ? v.toExponential(1).replace("e+", "e") : v.toPrecision(2);
 }
 
 /** The other image of a pair (ReIDExplorer: the query), or null. */
@@ -321,5 +226,7 @@ function buildDom() {
 export function mountStandalone(el, payload) {
   return mount(new StaticModel(payload), el, "standalone");
 }
+
+export { shortNumber } from "./inspect.js";
 
 export default { render };

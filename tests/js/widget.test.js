@@ -144,16 +144,6 @@ describe("render against the strict host", () => {
   });
 });
 
-describe("channel values", () => {
-  it("fit their column: small ones in exponent form", async () => {
-    const { shortNumber } = await import("../../js/index.js");
-    expect(shortNumber(0.0000098)).toBe("9.8e-6");
-    expect(shortNumber(0.0503)).toBe("0.050");
-    expect(shortNumber(8.43)).toBe("8.4");
-    expect(shortNumber(123456)).toBe("1.2e5");
-  });
-});
-
 describe("a view that explains itself", () => {
   it("has the contract's new parts, and an idle hint before any click", () => {
     const { root } = mount({ image: new DataView(new ArrayBuffer(0)), view: {}, selected: -1, state: "idle" });
