@@ -672,3 +672,16 @@ def test_torchvision_families(arch, kwargs, layer, size):
     maps = deconv.heatmap(x, layer, channel)
     assert maps.shape == (1, size, size) and bool(torch.isfinite(maps).all())
     assert maps.min() >= 0 and maps.max() == 1.0 and maps.std() > 0.01
+
+
+def test_a_blank_map_is_never_silent():
+    from famwidget.explanation import DegenerateMapWarning
+
+    net = strided_net()
+    with torch.no_grad():
+        net[5].weight[2].zero_()
+        net[5].bias[2] = -1.0  # channel 2 of layer "6" is dead everywhere
+    x = torch.randn(2, 3, 16, 16)
+    with pytest.warns(DegenerateMapWarning, match=r"image\(s\) \[0, 1\] is blank"):
+        maps = deconvnet(net, x, "6", 2)
+    assert maps.max() == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torchvision
@@ -203,3 +205,80 @@ def test_flower_net_relevant_features_lie_on_the_discriminative_parts():
     assert masks.mean() < 0.15
     assert mass.mean() > 0.55 and mass.min() > 0.3
     assert exp.options["classes"] == test.labels.tolist()  # correctly classified, all of them
+
+
+class Attended(nn.Module):
+    """conv → ReLU → self-attention over positions → conv → ReLU → pooled logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.attn = nn.MultiheadAttention(6, 2, batch_first=True)
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.bn = nn.BatchNorm1d(6)
+
+    def forward(self, x):
+        h = self.relu1(self.conv1(x))
+        b, c, hh, ww = h.shape
+        t = h.flatten(2).transpose(1, 2)
+        h = self.attn(t, t, t)[0].transpose(1, 2).reshape(b, c, hh, ww)
+        return self.bn(self.relu2(self.conv2(h)).mean(dim=(2, 3)))
+
+
+def test_default_layers_skip_what_the_deconvnet_cannot_pass_back_from():
+    model = Attended()
+    assert default_layers(model, torch.rand(1, 3, 8, 8)) == ["relu1"]  # relu2 is after attention
+
+
+def _state(model: nn.Module) -> tuple:
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        [m.training for m in model.modules()],
+    )
+
+
+def test_the_model_comes_back_exactly_after_a_vebi_error():
+    """explain() on a layer past the attention fails in the deconvnet, naming the attention;
+    buffers (BatchNorm statistics in train mode) and modes are as before."""
+    model = Attended().train()
+    x, y, _ = planted_images(12, size=8)
+    interp = Interpreter(model, layers=["relu2"], tau=5).fit(x, y)
+    state, modes = _state(model)
+    with pytest.raises(ValueError, match=r"attention module 'attn'.*'relu1'"):
+        interp.explain(x[:2])
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in state.items())
+    assert [m.training for m in model.modules()] == modes
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize(
+    "arch", ["mobilenet_v3_small", pytest.param("efficientnet_b0", marks=pytest.mark.slow)]
+)
+def test_fit_and_explain_on_modern_networks(arch):
+    """Squeeze-excitation gates, Hardswish / SiLU: the default layers, a fit on a few synthetic
+    images and explanations whose maps are finite, in [0,1] and not constant; a blank map
+    (guided backprop can stop at an activation) is flagged with its reason, never silent."""
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)(weights=None).eval()
+    x, y, _ = planted_images(12, size=64)
+    interp = Interpreter(model, tau=5).fit(x, y, max_iter=300)
+    assert interp.layers and all(layer.startswith("features") for layer in interp.layers)
+    for relu in ("guided", "deconvnet"):
+        interp.relu = relu
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            exp = interp.explain(x[:4], target=[0, 1, 2, 0])
+        assert exp.heatmap.shape == (4, 64, 64) and bool(torch.isfinite(exp.activations).all())
+        assert exp.heatmap.min() >= 0 and exp.heatmap.max() <= 1
+        fine = 0
+        for i in range(4):
+            if exp.degenerate_images[i] is None:
+                assert exp.heatmap[i].max() == 1.0 and exp.heatmap[i].std() > 0.01
+                fine += 1
+            else:
+                assert exp.heatmap[i].max() == 0 and "positive" in exp.degenerate_images[i]
+        assert fine >= 2 if relu == "guided" else fine == 4

@@ -46,6 +46,7 @@ normalised per image. No hook is ever put on the model; it comes back exactly as
 from __future__ import annotations
 
 import operator
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from ..explanation import DegenerateMapWarning
 from ..inputs import check_images, model_device
 from ..maps import minmax
 from ..tap import preserved, resolve_layer
@@ -465,7 +467,20 @@ def deconvnet(
         bn: "scale" (default, every normalisation's recorded affine scale) or "identity".
 
     The model comes back exactly as it went in (modes, flags, grads, buffers; no hooks).
+    A blank map (no positive signal reached an image's pixels) comes with a
+    :class:`famwidget.explanation.DegenerateMapWarning`.
     """
     images = check_images(images).to(model_device(model))
     name, _ = resolve_layer(model, layer)
-    return Deconvnet(model, stride_fix=stride_fix, relu=relu, bn=bn).heatmap(images, name, channel)
+    maps = Deconvnet(model, stride_fix=stride_fix, relu=relu, bn=bn).heatmap(images, name, channel)
+    blank = (maps.flatten(1).amax(dim=1) <= 0).nonzero()[:, 0].tolist()
+    if blank:
+        hint = "; relu='deconvnet' ignores the forward signs" if relu == "guided" else ""
+        warnings.warn(
+            f"deconvnet at {name!r}: the map of image(s) {blank} is blank, no positive signal "
+            f"reached the pixels (the {relu} rule stopped it on the way, or the channel is "
+            f"dead there{hint})",
+            DegenerateMapWarning,
+            stacklevel=2,
+        )
+    return maps

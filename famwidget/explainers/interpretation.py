@@ -15,12 +15,15 @@ a plain container (Sequential, ModuleList, ModuleDict), that runs once and outpu
 ``(B,K,h,w)`` map. On VGG these are the ReLUs after every conv, on ResNet the stem ReLU and
 every residual block (BasicBlock/Bottleneck, after its final ReLU). The paper takes the
 rectified outputs of all conv layers; block outputs are those rectified maps wherever a module
-exists for them. A model with neither falls back to every Conv2d output.
+exists for them. A model with neither falls back to every Conv2d output. Layers the deconvnet
+cannot pass back from are skipped (:meth:`Deconvnet.explainable`): those after an attention (the
+blocks of a ViT or Swin), and channels-last ones; a ViT keeps its patch embedding.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..explanation import Explanation
+from ..explanation import Explanation, flag_degenerate
 from ..inputs import check_images, model_device
 from ..method import Method
 from ..tap import preserved, resolve_layer
@@ -69,13 +72,36 @@ def default_layers(model: nn.Module, example: Tensor) -> list[str]:
             for h in handles:
                 h.remove()
     once = [n for n in spatial if calls[n] == 1]
-    chosen = [n for n in once if _is_block_output(modules[n])]
-    chosen = chosen or [n for n in once if isinstance(modules[n], nn.Conv2d)]
-    if not chosen:
+    blocks = [n for n in once if _is_block_output(modules[n])]
+    convs = [n for n in once if isinstance(modules[n], nn.Conv2d)]
+    if not blocks and not convs:
         raise ValueError(
             "found no layer with a spatial (B,K,h,w) output that runs once; pass layers=[...]"
         )
+    reasons = _deconvnet_reasons(model, example, list(dict.fromkeys(blocks + convs)))
+    chosen = [n for n in blocks if reasons.get(n) is None]
+    chosen = chosen or [n for n in convs if reasons.get(n) is None]
+    if not chosen:
+        why = "; ".join(f"{n}: {reasons[n]}" for n in (blocks or convs)[-3:])
+        raise ValueError(
+            "the deconvnet can pass back from none of the model's block outputs and conv "
+            f"layers, so no feature could be shown ({why}); pass layers=[...]"
+        )
     return chosen
+
+
+def _deconvnet_reasons(model: nn.Module, example: Tensor, layers: list[str]) -> dict:
+    """For each layer: why the deconvnet cannot show its features (``None``: it can)."""
+    try:
+        deconv = Deconvnet(model)
+        return deconv.explainable(example, layers, channels_last=False)
+    except ValueError as error:  # torch.fx cannot trace the model
+        warnings.warn(
+            f"the Interpreter's default layers could not be checked for the deconvnet ({error}); "
+            "fit works, explain() and average_visualizations() need a traceable model",
+            stacklevel=3,
+        )
+        return {}
 
 
 def _is_block_output(module: nn.Module) -> bool:
@@ -312,7 +338,9 @@ class Interpreter:
         max of the feature maps); ``activations`` ``(B,top_k,H,W)`` the feature maps (zeros
         where an image has fewer features with ``r_i > 0``) and ``weights`` ``(B,top_k)`` their
         relevances; ``features`` ``[(layer, channel, relevance), ...]`` per image; ``scores``
-        ``(B,)`` the lasso score ``x·W[:, c]``; ``options["classes"]`` the explained classes.
+        ``(B,)`` the lasso score ``x·W[:, c]``; ``options["classes"]`` the explained classes;
+        ``degenerate`` the reason where an image's map is blank (no positive signal reached its
+        pixels, e.g. guided backpropagation stopped at an activation; a warning says so too).
         """
         self._require()
         images = check_images(images).to(model_device(self.model))
@@ -342,8 +370,9 @@ class Interpreter:
             weights, maps = F.pad(weights, (0, pad)), F.pad(maps, (0, 0, 0, 0, 0, pad))
         layers = [n for n in self.layers if any(f[0] == n for fs in features for f in fs)]
         b = torch.arange(len(columns), device=X.device)
-        return Explanation(
-            heatmap=maps.amax(dim=1),
+        heatmap = maps.amax(dim=1)
+        explanation = Explanation(
+            heatmap=heatmap,
             method="vebi",
             layer=", ".join(layers),
             target=source,
@@ -360,6 +389,24 @@ class Interpreter:
                 "bn": self.bn,
             },
         )
+        return flag_degenerate(explanation, self._blank_reasons(heatmap, features))
+
+    def _blank_reasons(self, heatmap: Tensor, features: list) -> list[str | None]:
+        """Why an image's map is blank (all zero), per image; ``None`` where it is not."""
+        blank = (heatmap.flatten(1).amax(dim=1) <= 0).tolist()
+        reasons: list[str | None] = []
+        for is_blank, feats in zip(blank, features, strict=True):
+            if not is_blank:
+                reasons.append(None)
+            elif not feats:
+                reasons.append("no feature has a positive relevance for the explained class")
+            else:
+                hint = " (relu='deconvnet' ignores the forward signs)" * (self.relu == "guided")
+                reasons.append(
+                    "no positive signal reached the pixels from its features: the "
+                    f"{self.relu} rule stopped it on the way{hint}"
+                )
+        return reasons
 
     @staticmethod
     def _relevance(X: Tensor, w: Tensor) -> Tensor:
