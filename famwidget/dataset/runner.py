@@ -30,6 +30,7 @@ from .progress import Progress
 from .sources import EntryError, Source, TensorSource, as_source
 
 ON_ERROR = ("skip", "stop")
+_DEFAULTS = {"precision": "auto", "output_key": None}  # fw.explain's: not recorded as asked
 
 
 def explain_dataset(
@@ -77,7 +78,7 @@ def explain_dataset(
         thumbnail: the longest side of the stored thumbnails (0: none).
         top_channels: how many of the largest-weight channels to keep per entry.
         model_name: recorded in the manifest (default ``model.info["name"]`` or the class).
-        log: where the run's lines go (default: stderr, rank 0 only, when ``progress``).
+        log: where the run's lines go (default: stderr, rank 0 only).
 
     Returns:
         ``StoredExplanations`` over ``out`` (``fw.open_explanations(out)``).
@@ -92,7 +93,7 @@ def explain_dataset(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
     world = distributed.world()
-    say = log or (_stderr if progress and world.main else (lambda line: None))
+    say = log or (_stderr if world.main else (lambda line: None))
     prefix = f"rank {world.rank}/{world.size}: " if world.size > 1 else ""
     source = as_source(data, preprocess or getattr(model, "preprocess", None), check_size)
     n = len(source)
@@ -102,7 +103,9 @@ def explain_dataset(
         "method": method,
         "layer_arg": None if layer is None else str(layer),
         "target_arg": _describe(target),
-        "options": {k: _describe(v) for k, v in sorted(options.items())},
+        "options": {
+            k: _describe(v) for k, v in sorted(options.items()) if _DEFAULTS.get(k, ...) != v
+        },
         "n": n,
         "names_sha1": hashlib.sha1("\n".join(source.names).encode()).hexdigest(),
         "chunk": chunk_size,
