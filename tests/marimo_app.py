@@ -19,7 +19,7 @@ def _():
         model,
         model.preprocess.batch(people.images),
         labels=[f"id {i}" for i in people.labels.tolist()],
-        methods=["grad-fam", "grad-cam"],
+        methods=["grad-fam", "score-fam"],
     )
     mo.ui.anywidget(explorer)
     return

@@ -42,7 +42,7 @@ def test_blobs_store_each_value_once():
 
 
 def test_each_image_is_in_the_page_once(reid):
-    methods = ["grad-fam", "grad-cam"]
+    methods = ["grad-fam", "score-fam"]
     text, blobs = page_html(reid, methods)
     shown = [wire.encode_image(rgb) for rgb in reid._shown] + [wire.encode_image(reid._query_rgb)]
     state = _state(text)
@@ -65,9 +65,9 @@ def test_each_image_is_in_the_page_once(reid):
 
 
 def test_page_sizes_measure_the_table(reid, tmp_path):
-    path = reid.to_html(tmp_path / "page.html", methods=["grad-fam", "grad-cam"])
+    path = reid.to_html(tmp_path / "page.html", methods=["grad-fam", "score-fam"])
     sizes = page_sizes(path)
-    _, blobs = page_html(reid, ["grad-fam", "grad-cam"])
+    _, blobs = page_html(reid, ["grad-fam", "score-fam"])
     assert sizes["bytes"] == path.stat().st_size
     assert sizes["table"] == blobs.stored()
     # each extra reference would have embedded the bytes again (base64 plus its JSON wrapper)

@@ -114,7 +114,7 @@ def test_explorer_in_marimo(marimo_url, page: Page, screenshots):
     page.goto(marimo_url)
     page.wait_for_selector(".famwidget .fw-thumb[data-index='5']", timeout=120_000)
     root = page.locator(".famwidget").element_handle()
-    assert root.get_attribute("data-host") in (None, "marimo"), "marimo is recognised"
+    assert root.get_attribute("data-host") == "marimo", "marimo is recognised"
 
     caption = _explain(page, root, 1, "id 0")
     assert "grad-fam" in caption.lower(), caption
@@ -131,11 +131,11 @@ def test_explorer_in_marimo(marimo_url, page: Page, screenshots):
 
     root.eval_on_selector(
         "select.fw-method",
-        "s => { s.value = 'grad-cam'; s.dispatchEvent(new Event('change', {bubbles: true})); }",
+        "s => { s.value = 'score-fam'; s.dispatchEvent(new Event('change', {bubbles: true})); }",
     )
     page.wait_for_function(
         "root => root.dataset.state === 'ready'"
-        " && root.querySelector('.fw-caption').textContent.toLowerCase().includes('grad-cam')",
+        " && root.querySelector('.fw-caption').textContent.toLowerCase().includes('score-fam')",
         arg=root,
         timeout=60_000,
     )

@@ -36,19 +36,21 @@ def test_standalone_page_works_offline(offline_page, tiny_embedding, images, tmp
     page = offline_page
     explorer = fw.Explorer(tiny_embedding, images, labels=list("abcde"))
     explorer.select(1)
-    path = explorer.to_html(tmp_path / "page.html", methods=["grad-fam", "grad-cam"])
+    path = explorer.to_html(tmp_path / "page.html", methods=["grad-fam", "score-fam"])
     explorer.close()
     page.goto(path.as_uri())
     page.wait_for_selector(READY)
+    assert page.get_attribute(".famwidget", "data-host") == "standalone"
     assert page.get_attribute(".fw-thumb.fw-selected", "data-index") == "1"
     click_thumb_and_wait(page, 3)
     set_range(page, "input.fw-alpha", 1)
     fam = canvas_digest(page)
-    page.select_option("select.fw-method", "grad-cam")
+    page.select_option("select.fw-method", "score-fam")
     page.wait_for_function(
-        "() => document.querySelector('.fw-caption').textContent.toLowerCase().includes('grad-cam')"
+        "() => document.querySelector('.fw-caption').textContent.toLowerCase()"
+        ".includes('score-fam')"
     )
-    assert canvas_digest(page) != fam, "grad-cam's embedded map differs from grad-fam's"
+    assert canvas_digest(page) != fam, "score-fam's embedded map differs from grad-fam's"
     page.select_option("select.fw-colormap", "gray")
     gray = canvas_digest(page)
     page.select_option("select.fw-colormap", "viridis")
