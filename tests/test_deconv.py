@@ -623,6 +623,7 @@ FAMILIES = [  # (family, builder kwargs, a late layer, input size, heavy)
     ("alexnet", {}, "features", 64, True),
     ("convnext_tiny", {}, "features", 64, True),
     ("swin_t", {}, "features.0", 64, True),  # channels-last patch embedding, before attention
+    ("swin_v2_t", {}, "features.0", 64, True),
     ("vit_b_16", {"image_size": 64}, "conv_proj", 64, True),  # the conv before attention
     ("maxvit_t", {}, "blocks.0.layers.0.layers.MBconv", 64, True),  # MBConv before attention
 ]
@@ -667,7 +668,7 @@ def test_torchvision_families(arch, kwargs, layer, size):
     deconv = Deconvnet(model)
     assert deconv.explainable(x, [layer]) == {layer: None}
     a = layer_output(model, layer, x)
-    axis = 3 if arch == "swin_t" else 1
+    axis = 3 if arch.startswith("swin") else 1
     channel = int(a.square().sum(dim=[d for d in range(4) if d != axis]).argmax())
     maps = deconv.heatmap(x, layer, channel)
     assert maps.shape == (1, size, size) and bool(torch.isfinite(maps).all())
