@@ -686,3 +686,35 @@ def test_a_blank_map_is_never_silent():
     with pytest.warns(DegenerateMapWarning, match=r"image\(s\) \[0, 1\] is blank"):
         maps = deconvnet(net, x, "6", 2)
     assert maps.max() == 0
+
+
+def test_the_fix_in_patch_embeddings_and_strided_depthwise_convs():
+    """Kernel = stride = 4 (a patch embedding): without the fix a constant signal comes back as
+    the kernel tiled (a grid at the stride); with it every interior pixel gets every tap, the
+    kernel's sum. A strided depthwise conv: the fix acts on each channel alone."""
+    torch.manual_seed(0)
+    patch = nn.Conv2d(1, 1, 4, stride=4, bias=False)
+    ones = torch.ones(1, 1, 4, 4)  # the output of a 16x16 input
+    plain = conv_transpose(ones, patch, (16, 16), stride_fix=False)[0, 0]
+    fixed = conv_transpose(ones, patch, (16, 16), stride_fix=True)[0, 0]
+    w = patch.weight[0, 0]
+    assert torch.allclose(plain, w.repeat(4, 4))
+    assert torch.allclose(fixed[3:13, 3:13], w.sum().expand(10, 10), atol=1e-6)
+    depthwise = nn.Conv2d(2, 2, 3, stride=2, padding=1, groups=2, bias=False)
+    signal = torch.rand(1, 2, 4, 4)
+    both = conv_transpose(signal, depthwise, (8, 8))
+    for c in range(2):
+        alone = nn.Conv2d(1, 1, 3, stride=2, padding=1, bias=False)
+        with torch.no_grad():
+            alone.weight.copy_(depthwise.weight[c : c + 1])
+        assert torch.allclose(
+            both[:, c : c + 1], conv_transpose(signal[:, c : c + 1], alone, (8, 8))
+        )
+
+
+def test_wrapped_models_give_the_plain_model_s_maps():
+    net = strided_net()
+    x = torch.randn(2, 3, 16, 16)
+    plain = deconvnet(net, x, "6", [1, 2])
+    wrapped = nn.DataParallel(net)
+    assert torch.equal(deconvnet(wrapped, x, "module.6", [1, 2]), plain)
