@@ -40,3 +40,8 @@ export function drawRGB(canvas, rgb, H, W) {
   }
   ctx.putImageData(img, 0, 0);
 }
+
+/** Set an element's text only when it differs (an unchanged write would still cost a layout). */
+export function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}

@@ -7,7 +7,7 @@ import { describeView, methodName, targetWords } from "./caption.js";
 import { decodeChannels } from "./channels.js";
 import { lut } from "./colormap.js";
 import { buildControls, syncControls } from "./controls.js";
-import { h, setOptions } from "./dom.js";
+import { h, setOptions, setText } from "./dom.js";
 import { saveView } from "./download.js";
 import { buildGalleryTools, galleryPanel, markSelected } from "./gallery.js";
 import { followHost } from "./host.js";
@@ -75,9 +75,10 @@ function mount(model, el, hostHint) {
   function updateCaption() {
     const view = get("view", {});
     const [first, second] = describeView(view, labelOf(view), inspectedChannel(), ui.root.dataset.state);
-    ui.captionMain.textContent = first;
-    ui.captionSub.textContent = second;
-    ui.caption.title = [first, second].filter(Boolean).join("\n");
+    setText(ui.captionMain, first);
+    setText(ui.captionSub, second);
+    const title = [first, second].filter(Boolean).join("\n");
+    if (ui.caption.title !== title) ui.caption.title = title;
   }
 
   function paint() {

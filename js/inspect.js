@@ -1,7 +1,7 @@
 // Hover-to-inspect: the channels behind the map (weight x activation), at the pointer or over
 // the whole image; hovering a channel shows its own map, a click pins it.
 import { contributionsAt, overallContributions } from "./channels.js";
-import { h } from "./dom.js";
+import { h, setText } from "./dom.js";
 
 /** A number in at most 7 characters: 0.050, 8.4, 9.8e-6. */
 export function shortNumber(v) {
@@ -15,28 +15,39 @@ export function shortNumber(v) {
  * local: the browser state (channels, hover, pinned, point, H, W, rgb); repaint(): redraw.
  */
 export function inspector(ui, local, repaint) {
+  /** One row element, its listeners reading the row it shows now (rows are reused). */
+  function row() {
+    const item = h("li", { class: "fw-channel" },
+      h("span", { class: "fw-channel-name" }), h("span", { class: "fw-bar" }, h("span")),
+      h("span", { class: "fw-channel-value" }));
+    const at = () => [Number(item.dataset.index), item.dataset.channel];
+    item.addEventListener("mouseenter", () => inspect(...at()));
+    item.addEventListener("mouseleave", () => inspect(null, null));
+    item.addEventListener("click", () => pin(...at()));
+    return item;
+  }
+
   function list(rows) {
     const top = rows.length ? Math.max(...rows.map((r) => Math.abs(r.contribution)), 1e-12) : 1;
-    ui.channels.replaceChildren(...rows.map((r) => {
-      const item = h("li", {
-        class: "fw-channel", dataset: { channel: r.channel, index: r.index },
-        title: `channel ${r.name}: weight ${r.weight.toPrecision(3)} x activation ${r.activation.toPrecision(3)}` +
-               ` = ${r.contribution.toPrecision(3)}`,
-        onmouseenter: () => inspect(r.index, r.channel),
-        onmouseleave: () => inspect(null, null),
-        onclick: () => pin(r.index, r.channel),
-      },
-      h("span", { class: "fw-channel-name" }, r.name),
-      h("span", { class: "fw-bar" }, h("span", { class: r.contribution < 0 ? "fw-neg" : "",
-        style: { width: `${Math.round((100 * Math.abs(r.contribution)) / top)}%` } })),
-      h("span", { class: "fw-channel-value" }, shortNumber(r.contribution)));
-      if (local.pinned === r.index) item.classList.add("fw-pinned");
-      return item;
-    }));
-    ui.channelsTitle.textContent = local.point ? "channels at the pointer" : "top channels";
-    ui.channelsUnit.textContent = rows.length
+    while (ui.channels.children.length > rows.length) ui.channels.lastChild.remove();
+    while (ui.channels.children.length < rows.length) ui.channels.append(row());
+    rows.forEach((r, i) => {
+      const item = ui.channels.children[i];
+      item.dataset.channel = String(r.channel);
+      item.dataset.index = String(r.index);
+      item.title = `channel ${r.name}: weight ${r.weight.toPrecision(3)} x activation ${r.activation.toPrecision(3)}` +
+                   ` = ${r.contribution.toPrecision(3)}`;
+      const [name, bar, value] = item.children;
+      setText(name, r.name);
+      bar.firstChild.className = r.contribution < 0 ? "fw-neg" : "";
+      bar.firstChild.style.width = `${Math.round((100 * Math.abs(r.contribution)) / top)}%`;
+      setText(value, shortNumber(r.contribution));
+      item.classList.toggle("fw-pinned", local.pinned === r.index);
+    });
+    setText(ui.channelsTitle, local.point ? "channels at the pointer" : "top channels");
+    setText(ui.channelsUnit, rows.length
       ? `value = weight x activation${local.point ? " here" : " (mean over the image)"}`
-      : local.rgb ? "this method has no channel weights" : "";
+      : local.rgb ? "this method has no channel weights" : "");
   }
 
   function inspect(index, channel) {

@@ -1,5 +1,5 @@
 // The colour bar: which colour means what, on which scale, relative to what.
-import { h } from "./dom.js";
+import { h, setText } from "./dom.js";
 
 /** Build the legend element; update(...) repaints it. */
 export function buildLegend() {
@@ -35,14 +35,19 @@ export function legendScale({ kind, method = "", channel = null, threshold = 0 }
 
 /** Paint the legend for a scale and a colour table (256 RGB entries). */
 export function paintLegend(legend, scale, table) {
+  const key = `${scale.kind}|${scale.lo}|${scale.hi}|${scale.text}`;
+  if (legend.key === key && legend.table === table) return; // unchanged: no DOM writes
+  legend.key = key;
   legend.el.dataset.kind = scale.kind;
-  legend.lo.textContent = fmt(scale.lo);
-  legend.mid.textContent = fmt((scale.lo + scale.hi) / 2);
-  legend.hi.textContent = fmt(scale.hi);
-  legend.text.textContent = scale.text;
+  setText(legend.lo, fmt(scale.lo));
+  setText(legend.mid, fmt((scale.lo + scale.hi) / 2));
+  setText(legend.hi, fmt(scale.hi));
+  setText(legend.text, scale.text);
   legend.el.setAttribute("aria-label", `colour scale ${fmt(scale.lo)} to ${fmt(scale.hi)}: ${scale.text}`);
+  if (legend.table === table) return;
   const ctx = legend.bar.getContext("2d");
   if (!ctx) return; // no 2-D canvas (tests)
+  legend.table = table;
   const img = ctx.createImageData(256, 1);
   for (let i = 0; i < 256; i++) {
     img.data[4 * i] = table[3 * i]; img.data[4 * i + 1] = table[3 * i + 1];

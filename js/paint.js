@@ -17,6 +17,8 @@ export function fitSize(H, W, box = 300) {
 /** Show a canvas at its fitted size; pixelated when scaled up. */
 export function fitCanvas(canvas, H, W, box = 300) {
   const { width, height, crisp } = fitSize(H, W, box);
+  if (canvas.dataset.fit === `${H}x${W}x${box}`) return { width, height }; // unchanged
+  canvas.dataset.fit = `${H}x${W}x${box}`;
   canvas.style.width = `${width}px`;
   canvas.style.height = "auto";
   canvas.style.aspectRatio = `${W} / ${H}`;
@@ -36,14 +38,15 @@ export function currentHeat(local) {
 export function paintView(ui, local, settings) {
   const { H, W, rgb } = local;
   ui.stage.classList.toggle("fw-side-by-side", !!settings.side_by_side);
-  ui.root.classList.toggle("fw-empty", !rgb);
+  if (ui.root.classList.contains("fw-empty") !== !rgb) ui.root.classList.toggle("fw-empty", !rgb);
   if (!rgb) {
     ui.view.width = 1; ui.view.height = 1;
+    delete ui.view.dataset.fit;
     return;
   }
   const table = lut(settings.colormap);
   const pixels = blend(rgb, currentHeat(local), settings.alpha, table, settings.threshold);
-  ui.view.width = W; ui.view.height = H;
+  if (ui.view.width !== W || ui.view.height !== H) { ui.view.width = W; ui.view.height = H; }
   fitCanvas(ui.view, H, W);
   const ctx = ui.view.getContext("2d");
   if (!ctx) return; // a DOM without 2-D canvas (tests); nothing to paint
