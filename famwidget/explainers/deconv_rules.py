@@ -30,10 +30,6 @@ PASSABLE = (
 )  # fmt: skip
 """The op kinds the deconvnet has a rule for; ``attention`` and ``other`` have none."""
 
-LINEAR_KINDS = frozenset(
-    {"conv_transpose", "linear", "pool_avg", "reshape", "split", "cat", "resize", "scale"}
-)
-"""Kinds replayed as their exact transpose (vector-Jacobian product of the linear op)."""
 
 _GATE_MODULES = (nn.Sigmoid, nn.Hardsigmoid, nn.Tanh, nn.Softmax)
 _GATE_FUNCTIONS = {torch.sigmoid, torch.tanh, F.sigmoid, F.hardsigmoid, F.tanh, F.softmax}
@@ -110,16 +106,7 @@ def transpose(execute: Any, node: fx.Node, replay: Replay, r: Tensor | dict) -> 
     if not replay.slots:
         return []
     with torch.enable_grad():
-        leaves = [
-            (
-                s.value
-                if s.value is not None
-                else torch.zeros(s.shape, dtype=s.dtype, device=_dev(r))
-            )
-            .detach()
-            .requires_grad_(True)
-            for s in replay.slots
-        ]
+        leaves = [_leaf(s, _dev(r)) for s in replay.slots]
         copies = [leaf.clone() for leaf in leaves]  # in-place ops must not touch the leaves
 
         def fill(a: Any) -> Any:
@@ -135,6 +122,15 @@ def transpose(execute: Any, node: fx.Node, replay: Replay, r: Tensor | dict) -> 
             outs, grads_out = [out], [r.to(out.dtype)]
         grads = torch.autograd.grad(outs, leaves, grad_outputs=grads_out, allow_unused=True)
     return [(n, g) for n, g in zip(replay.sources, grads, strict=True) if g is not None]
+
+
+def _leaf(slot: Slot, device: torch.device) -> Tensor:
+    """The point where the op is replayed: the recorded value where the rule reads it (max
+    pooling's switches), else zeros (a linear op's transpose does not depend on it)."""
+    value = slot.value
+    if value is None:
+        value = torch.zeros(slot.shape, dtype=slot.dtype, device=device)
+    return value.detach().requires_grad_(True)
 
 
 def _dev(r: Tensor | dict) -> torch.device:
@@ -477,8 +473,3 @@ def relu_rule(rule: str, r: Tensor, positive: Tensor | None) -> Tensor:
     if rule == "deconvnet":
         return torch.relu(r)
     return r * (positive & (r > 0))
-
-
-def kind_of(gm: fx.GraphModule, node: fx.Node) -> str:
-    """The node's op kind (:func:`famwidget.explainers.graph.op_kind`)."""
-    return op_kind(gm, node)
