@@ -3,6 +3,10 @@
 The page loads the bundle from a Blob URL (as anywidget does) and mounts it on a stand-in model
 (``js/standalone.js``) that serves the embedded traits and the precomputed explanations of every
 thumbnail. No kernel, no network: the file works from disk, in any modern browser.
+
+Binary values (images, maps, channel stacks) are stored once per page, in a table of base64
+strings (:class:`Blobs`) that every view refers to as ``{"$blob": id}``: the image a gallery
+entry shows under each method and pair view is in the file once.
 """
 
 from __future__ import annotations
