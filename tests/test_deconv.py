@@ -718,3 +718,18 @@ def test_wrapped_models_give_the_plain_model_s_maps():
     plain = deconvnet(net, x, "6", [1, 2])
     wrapped = nn.DataParallel(net)
     assert torch.equal(deconvnet(wrapped, x, "module.6", [1, 2]), plain)
+
+
+@pytest.mark.parametrize("op", [lambda h: h * h, lambda h: 1.0 / (h + 2.0)], ids=["square", "inv"])
+def test_a_product_that_is_no_fixed_scale_is_refused(op):
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(op(self.conv(x)))
+
+    with pytest.raises(ValueError, match="not a fixed scale"):
+        deconvnet(Net(), torch.randn(1, 3, 8, 8), "relu", 0)

@@ -253,6 +253,15 @@ class Deconvnet:
         if kind == "gate":
             return [rules.gate_operands(gm, node, self.signal_set, shapes)[0]]
         found = list(dict.fromkeys(n for n in node.all_input_nodes if n in self.signal_set))
+        if kind == "scale" and node.op != "call_module":
+            operands = [a for a in node.args if isinstance(a, fx.Node) and a in self.signal_set]
+            divisor = len(node.args) > 1 and node.args[1] in self.signal_set
+            name = node.target if node.op == "call_method" else node.target.__name__
+            if len(operands) > 1 or (divisor and "div" in str(name)):
+                raise ValueError(
+                    f"deconvnet has no rule for {describe(gm, node)} (node {node.name!r}): it "
+                    "squares a signal or divides by one, which is not a fixed scale"
+                )
         if kind in ("conv", "linear", "norm", "activation") and len(found) > 1:
             raise ValueError(
                 f"deconvnet cannot pass the signal back through {describe(gm, node)} (node "
