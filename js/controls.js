@@ -43,7 +43,8 @@ export function setMethodOptions(select, methods, notes, value, caption) {
   }
   if (value != null) select.value = value;
   if (caption) {
-    caption.textContent = missing.length ? `not offered: ${missing.map(([m, why]) => `${m} (${why})`).join("; ")}` : "";
+    caption.textContent = missing.length ? `not offered here: ${missing.map(([m]) => m).join(", ")} (why: hover)` : "";
+    caption.title = select.title;
     caption.hidden = !missing.length;
   }
 }

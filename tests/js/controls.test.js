@@ -12,7 +12,8 @@ describe("controls", () => {
     expect(options[2].disabled).toBe(true);
     expect(options[2].title).toBe("the model has no classes");
     expect(ui.method.value).toBe("score-fam");
-    expect(ui.methodNotes.textContent).toBe("not offered: score-cam (the model has no classes)");
+    expect(ui.methodNotes.textContent).toBe("not offered here: score-cam (why: hover)");
+    expect(ui.methodNotes.title).toBe("score-cam: the model has no classes");
     setMethodOptions(ui.method, ["grad-fam"], {}, "grad-fam", ui.methodNotes);
     expect(ui.methodNotes.hidden).toBe(true);
   });
