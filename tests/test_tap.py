@@ -149,3 +149,27 @@ def test_layer_without_4d_output_is_refused(tiny_embedding, images):
     with pytest.raises(ValueError, match="4-D"):
         fw.explain(tiny_embedding, images, layer="head")
     assert all(len(m._forward_hooks) == 0 for m in tiny_embedding.modules())
+
+
+def test_tap_reads_a_token_layer_through_its_reader():
+    from famwidget.layout import Reader
+
+    model = nn.Sequential(nn.Identity())
+    reader = Reader(model, "0", model[0], (8, 8), batch=2)
+    tokens = torch.randn(2, 1 + 4, 3)  # a class token, then a 2x2 grid (the prefix is inferred)
+    with Tap(model[0], reader) as tap:
+        model(tokens)
+    assert tap.layout.kind == "tokens" and tap.layout.prefix == 1
+    assert torch.equal(tap.maps()[1, :, 1, 0], tokens[1, 1 + 2])
+    with pytest.raises(ValueError, match="first axis is not the batch"), Tap(model[0], reader):
+        model(torch.randn(3, 5, 3))
+    assert len(model[0]._forward_hooks) == 0
+
+
+def test_wrapper_prefixes_are_stripped(tiny_embedding):
+    from famwidget.tap import strip_wrapper_prefix
+
+    wrapped = nn.DataParallel(tiny_embedding)
+    assert strip_wrapper_prefix(wrapped, tiny_embedding, "module.body.3") == "body.3"
+    assert strip_wrapper_prefix(wrapped, tiny_embedding, "body.3") == "body.3"
+    assert strip_wrapper_prefix(wrapped, tiny_embedding, "module.nope") == "module.nope"

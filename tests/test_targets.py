@@ -133,3 +133,34 @@ def test_tuple_dict_and_4d_outputs_through_a_bound_target():
     assert torch.allclose(bound.scalar((maps, "aux")), torch.tensor([math.sqrt(20.0)]))
     bound = Dimension(0).bind({"logits": FEATS, "emb": maps}, key="emb")
     assert torch.equal(bound.scalar({"logits": FEATS, "emb": maps}), torch.tensor([2.0]))
+
+
+def test_embedding_and_similarity_scores_do_not_depend_on_the_feature_scale():
+    from famwidget.targets import Embedding, Similarity, cosine
+
+    torch.manual_seed(0)
+    f, g = torch.randn(3, 8), torch.randn(3, 8)
+    assert torch.allclose(cosine(f * 1e-13, g * 1e-13), cosine(f, g), atol=1e-6)
+    assert torch.equal(cosine(torch.zeros(1, 8), g[:1]), torch.zeros(1))
+    bound = Embedding().bind(f * 1e-13)
+    index = torch.tensor([0, 1, 2])
+    assert torch.allclose(bound.score(g * 1e-13, index), cosine(g, f), atol=1e-6)
+    sim = Similarity(f[0] * 1e-13).bind(g)
+    assert torch.allclose(sim.scalar(g), cosine(g, f[:1].expand(3, -1)), atol=1e-6)
+
+
+def test_dataclass_outputs_are_read_by_field():
+    import dataclasses
+
+    from famwidget.targets import feature_vector
+
+    @dataclasses.dataclass
+    class Out:
+        logits: torch.Tensor
+        extra: torch.Tensor | None = None
+
+    t = torch.randn(2, 4)
+    assert feature_vector(Out(t)) is t
+    with pytest.raises(ValueError, match="pass output_key="):
+        feature_vector(Out(t, t * 2))
+    assert torch.equal(feature_vector(Out(t, t * 2), "extra"), t * 2)
