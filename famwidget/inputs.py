@@ -48,6 +48,10 @@ def check_images(images: Any) -> Tensor:
             f"images must be a float tensor (B,3,H,W) or (3,H,W), already preprocessed for the "
             f"model, not {type(images).__name__}; use the model's preprocess on PIL/NumPy images"
         )
+    if images.layout != torch.strided:
+        raise TypeError(
+            f"images must be a dense tensor, got layout {images.layout}; use images.to_dense()"
+        )
     if images.dim() == 3:
         images = images[None]
     if images.dim() != 4:
@@ -59,6 +63,11 @@ def check_images(images: Any) -> Tensor:
         )
     if images.shape[0] == 0:
         raise ValueError("images is an empty batch (B=0)")
+    if 0 in images.shape[1:]:
+        raise ValueError(
+            f"images have an empty dimension, shape {tuple(images.shape)}; every image needs "
+            "C >= 1 channels and H, W >= 1 pixels"
+        )
     return images
 
 

@@ -135,7 +135,9 @@ def test_a_model_that_converts_channels_itself_is_not_refused():
 
 
 def test_vit_patch_embedding_is_the_first_conv():
-    vit = torchvision.models.vit_b_16(weights=None, image_size=32, num_classes=3)
+    vit = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=16, num_layers=1, num_heads=1, hidden_dim=8, mlp_dim=8
+    )
     assert first_conv(vit)[0] == "conv_proj"
 
 
@@ -191,3 +193,12 @@ def test_classifiers_keep_their_class_targets():
     ssl = fw.zoo.ssl_net()
     ssl.num_classes = 128  # the documented override: "my output dimensions are classes"
     assert fw.explain(ssl, torch.rand(1, 3, 112, 112), "grad-cam").target == "Predicted()"
+
+
+def test_sparse_and_empty_images_are_refused(tiny_embedding, images):
+    with pytest.raises(TypeError, match=r"dense tensor, got layout torch.sparse_coo; .*to_dense"):
+        fw.explain(tiny_embedding, images.to_sparse())
+    with pytest.raises(ValueError, match=r"empty dimension, shape \(1, 3, 16, 0\); .*H, W >= 1"):
+        fw.explain(tiny_embedding, torch.rand(1, 3, 16, 0))
+    with pytest.raises(ValueError, match=r"empty batch \(B=0\)"):
+        fw.explain(tiny_embedding, torch.rand(0, 3, 16, 16))
