@@ -144,3 +144,31 @@ def test_alone_the_world_is_one_process(monkeypatch):
     w = distributed.world()
     assert (w.rank, w.size, w.main) == (0, 1, True)
     assert distributed.sum_all(w, [1.0, 2.0]) == [1.0, 2.0] and distributed.max_all(w, 3.0) == 3.0
+
+
+def test_explorer_from_store_shows_stored_maps_without_the_model(tmp_path, one_thread):
+    model = fw.zoo.flower_net()
+    ds = fw.data.flowers(8)
+    s = fw.explain_dataset(model, ds, "grad-fam", out=tmp_path / "b.zarr", progress=False)
+    calls: list[int] = []
+    hook = model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        w = fw.Explorer.from_store(tmp_path / "b.zarr", model, data=ds, limit=5)
+        before = len(calls)
+        shown = w.select(3)
+        assert len(calls) == before, "a stored entry is shown without running the model"
+        assert "(stored)" in w.view["caption"] and w.state == "ready"
+        assert torch.allclose(shown.heatmap[0], torch.from_numpy(s.heatmaps[3] / 255).float())
+        assert w.store_entries == [0, 1, 2, 3, 4]
+        w.method = "grad-cam"  # another method is explained live
+        assert w.wait().method == "grad-cam" and len(calls) > before
+        w.close()
+        thumbs = fw.Explorer.from_store(tmp_path / "b.zarr", model, entries=[6, 7])
+        assert thumbs.select(1).scores.item() == pytest.approx(float(s.scores[7]))
+        thumbs.close()
+    finally:
+        hook.remove()
+    with pytest.raises(ValueError, match="not done entries"):
+        fw.Explorer.from_store(tmp_path / "b.zarr", model, entries=[99])
+    with pytest.raises(ValueError, match="names differ"):
+        fw.Explorer.from_store(tmp_path / "b.zarr", model, data=fw.data.flowers(3).images[:, :8])

@@ -544,6 +544,14 @@ class Explorer(anywidget.AnyWidget):
         picture.save(buffer, format="PNG")
         return base64.b64encode(buffer.getvalue()).decode("ascii")
 
+    @classmethod
+    def from_store(cls, path: Any, model: nn.Module, data: Any = None, **kwargs: Any) -> Explorer:
+        """Browse a store of ``fw.explain_dataset``: its stored maps show with no recomputing
+        (``famwidget.dataset.browse``: ``entries=``, ``limit=64``, other Explorer options)."""
+        from ..dataset.browse import explorer_from_store
+
+        return explorer_from_store(cls, path, model, data, **kwargs)
+
 
 def _predict(model: nn.Module, x: Tensor, key: Any) -> tuple[Tensor, Tensor, int]:
     """Predicted class ``(B,)``, its softmax probability ``(B,)`` and the number of classes."""
