@@ -5,16 +5,20 @@ Prints, measured in the page (``performance.now()``), not asserted:
   (Grad-FAM on the shipped re-ID net, a kernel round trip included; goal < 200 ms);
 - hover → repaint: one pointer move over the image until the channel list and the canvas are
   redrawn (goal < 16 ms at p95);
-- bytes per explanation on the wire, and the size of the minified bundle (goal < 60 KB).
+- bytes per explanation on the wire, and the size of the minified bundle (goal < 60 KB);
+- first, with no browser (:func:`headless`): Score-FAM clicked in an Explorer against
+  ``fw.explain`` on the same image (goal: within 1.1x).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shutil
 import statistics
 import tempfile
+import time
 
 import nbformat
 
@@ -65,8 +69,76 @@ HOVER = """
 """
 
 
+def headless(quick: bool = False) -> None:
+    """Score-FAM clicked in an Explorer with no browser vs ``fw.explain`` on the same image.
+
+    Untrained ResNet-18 as an embedding net (``layer4``, 512 channels), one 224x224 photo
+    (112x112 with ``quick``); interleaved rounds, medians: ``fw.explain`` in the main thread, with
+    an ``on_progress`` callback (a partial map built after every batch), in a plain thread, and
+    ``Explorer.select`` (the worker thread, partial maps streamed and encoded, the cache cleared
+    before each round). Prints the table and the torch thread counts of both threads.
+    """
+    import threading
+
+    import torch
+    import torchvision
+
+    from ..api import explain
+    from ..widget import Explorer
+    from .scorefam import structured_images
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    model.fc = torch.nn.Identity()
+    x = structured_images(1, 112 if quick else 224)
+    widget = Explorer(model, x, method="score-fam", layer="layer4")
+    threads = widget._worker.submit(lambda stale: torch.get_num_threads()).result()
+
+    def library() -> None:
+        explain(model, x, "score-fam", layer="layer4")
+
+    def library_progress() -> None:
+        explain(model, x, "score-fam", layer="layer4", on_progress=lambda done, total, p: None)
+
+    def library_thread() -> None:
+        worker = threading.Thread(target=library)
+        worker.start()
+        worker.join()
+
+    def clicked() -> None:
+        widget._cache.clear()
+        widget.select(0)
+
+    variants = {
+        "fw.explain (main thread)": library,
+        "fw.explain + on_progress": library_progress,
+        "fw.explain in a thread": library_thread,
+        "Explorer.select (worker, streaming)": clicked,
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for fn in variants.values():
+        fn()  # warm-up
+    for _ in range(2 if quick else 3):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    widget.close()
+    base = statistics.median(times["fw.explain (main thread)"])
+    rows = [
+        [name, statistics.median(v), f"{statistics.median(v) / base:.2f}x",
+         f"{min(v):.2f}-{max(v):.2f}"]
+        for name, v in times.items()
+    ]  # fmt: skip
+    print(f"torch threads: main {torch.get_num_threads()}, worker {threads}; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
+    print_table(["Score-FAM, one image", "s (median)", "vs fw.explain", "range"], rows)
+
+
 def run(args) -> None:
     from playwright.sync_api import sync_playwright
+
+    headless(args.quick)
 
     bundle_kb = (STATIC / "widget.js").stat().st_size / 1024
     clicks: list[tuple[int, float]] = []
