@@ -95,7 +95,7 @@ def estimate(
             handle.remove()
     scale = (height * width) / (probe[0] * probe[1])
     layer = seen[0] if seen else None
-    channels = int(layer.shape[1]) if layer is not None and layer.dim() >= 2 else 1
+    channels = layer_channels(model, module, layer, probe)
     layer_bytes = 0 if layer is None else layer.numel() * max(layer.element_size(), 4)
     per_image = images[0].numel() * images.element_size() + layer_bytes * scale
     return Estimate(
@@ -107,6 +107,21 @@ def estimate(
         size=(height, width),
         probe=probe,
     )
+
+
+def layer_channels(
+    model: nn.Module, module: nn.Module, output: Tensor | None, size: tuple[int, int]
+) -> int:
+    """K of the layer ``output`` seen at image ``size``, read as the methods read it
+    (``famwidget.layout``: NCHW, NHWC or tokens); dim 1 (3-D: the last dim) when unreadable."""
+    if output is None or output.dim() < 2:
+        return 1
+    try:
+        from .layout import Reader
+
+        return int(Reader(model, "", module, size).read(output).channels)
+    except Exception:  # an estimate: the method itself reports an unreadable layer
+        return int(output.shape[-1] if output.dim() == 3 else output.shape[1])
 
 
 def probe_size(height: int, width: int, device: str) -> tuple[int, int]:

@@ -89,3 +89,13 @@ def test_a_model_with_a_fixed_input_size_is_probed_at_full_size():
     model = Fixed()
     cost = budget.estimate(model, torch.rand(1, 3, 300, 300), model.conv)
     assert cost.probe == (300, 300) and cost.channels == 4
+
+
+def test_a_token_layer_counts_its_channels_not_its_tokens():
+    torchvision = pytest.importorskip("torchvision")
+    vit = torchvision.models.VisionTransformer(
+        image_size=64, patch_size=16, num_layers=1, num_heads=1, hidden_dim=8, mlp_dim=8
+    )
+    block = vit.encoder.layers[0]
+    cost = budget.estimate(vit, torch.rand(2, 3, 64, 64), block)
+    assert cost.channels == 8 and cost.forwards == 2 * 8  # (B, 1 + 16 tokens, 8 channels)
