@@ -31,8 +31,9 @@ _LAST_LAYER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def default_layer(model: nn.Module, images: Tensor) -> tuple[str, nn.Module]:
     """The layer ``layer=None`` explains, found once per model and input size.
 
-    CNNs: the last layer with a ``(B,C,h,w)`` output larger than 1x1; transformers: the last
-    block's output on the token grid, before the final norm (see
+    CNNs: the last layer with a ``(B,C,h,w)`` output larger than 1x1; transformers with a
+    class or register token: the second-to-last block's output on the token grid (the last
+    block's patch tokens never reach the output); others: the last block (see
     :func:`famwidget.layout.default_layer_name` for the rule and why).
     """
     model = unwrap(model)

@@ -25,7 +25,7 @@ import torch
 import traitlets as t
 from torch import Tensor, nn
 
-from ..api import check_images, explain, method_info, methods, model_device
+from ..api import check_images, default_layer, explain, method_info, methods, model_device
 from ..explanation import Explanation, to_uint8_rgb
 from ..tap import preserved, resolve_layer, spatial_layers
 from ..targets import Target
@@ -275,9 +275,12 @@ class Explorer(anywidget.AnyWidget):
         if layer is not None:
             chosen = resolve_layer(self._model, layer)[0]
         elif names:
-            chosen = names[-1]  # as fw.explain's layer=None: the last spatial layer
+            chosen = default_layer(self._model, self._inputs[:1])[0]  # as fw.explain's None
         else:
-            raise ValueError("the model has no submodule with a 4-D (B,K,h,w) output")
+            raise ValueError(
+                "the model has no submodule whose output famwidget can read as channels on a "
+                "spatial grid ((B,C,h,w), channels-last or tokens); pass layer="
+            )
         offered = [n for n in names if n.count(".") <= 1] or names
         if chosen not in offered:
             offered.append(chosen)
