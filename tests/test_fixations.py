@@ -446,31 +446,69 @@ def test_batch_of_six_agrees_with_single_images():
 # ----------------------------------------------------------------------------- torchvision
 
 
-ARCHITECTURES = [
-    ("vgg11", 64),
-    ("vgg16", 32),  # its cost is in the big Linear layers, whatever the input size
-    ("resnet18", 64),
-    ("resnet50", 64),
-    ("densenet121", 64),
-    ("mobilenet_v2", 64),
+def small_maxvit(num_classes: int) -> nn.Module:
+    """maxvit_t's architecture at 64x64: partitions of 2 so that every stage divides."""
+    from torchvision.models.maxvit import MaxVit
+
+    return MaxVit(
+        input_size=(64, 64), stem_channels=64, partition_size=2, block_channels=[64, 128, 256, 512],
+        block_layers=[1, 1, 1, 1], head_dim=32, stochastic_depth_prob=0.0,
+        num_classes=num_classes,
+    )  # fmt: skip
+
+
+SLOW = pytest.mark.slow
+FAMILIES = [  # (torchvision builder, input size, options): the smallest member of each family
+    ("resnet18", 64, {}),
+    ("resnet50", 64, {}),
+    pytest.param("resnext50_32x4d", 64, {}, marks=SLOW),
+    pytest.param("wide_resnet50_2", 64, {}, marks=SLOW),
+    ("vgg11", 64, {}),
+    ("vgg16", 32, {}),
+    pytest.param("densenet121", 64, {}, marks=SLOW),
+    ("mobilenet_v2", 64, {}),
+    ("mobilenet_v3_small", 64, {}),
+    ("efficientnet_b0", 64, {}),
+    pytest.param("efficientnet_v2_s", 64, {}, marks=SLOW),
+    ("mnasnet0_5", 64, {}),
+    ("regnet_x_400mf", 64, {}),
+    ("regnet_y_400mf", 64, {}),
+    ("shufflenet_v2_x0_5", 64, {}),
+    ("squeezenet1_0", 64, {}),
+    pytest.param("googlenet", 64, {}, marks=SLOW),
+    pytest.param("inception_v3", 75, {}, marks=SLOW),
+    ("alexnet", 64, {}),
+    ("convnext_tiny", 64, {}),
+    pytest.param("swin_t", 64, {}, marks=SLOW),
+    pytest.param("swin_v2_t", 64, {}, marks=SLOW),
+    pytest.param("vit_b_16", 32, {"image_size": 32}, marks=SLOW),
+    pytest.param("maxvit_t", 64, {}, marks=SLOW),
 ]
 
 
-@pytest.mark.parametrize(("name", "size"), ARCHITECTURES)
-def test_torchvision_architectures(name, size):
+@pytest.mark.parametrize(("name", "size", "options"), FAMILIES)
+def test_torchvision_families(name, size, options):
+    """Random weights, one small input: a finite, non-constant map from fixations in the image,
+    the predicted class, its score equal to the model's."""
     torch.manual_seed(0)
-    model = getattr(torchvision.models, name)(weights=None, num_classes=20).eval()
+    if name == "maxvit_t":
+        model = small_maxvit(10).eval()
+    else:
+        model = torchvision.models.get_model(name, weights=None, num_classes=10, **options).eval()
+    for m in model.modules():  # torchvision zero-initialises some heads (ViT): no contribution
+        if isinstance(m, nn.Linear) and not bool(m.weight.any()):
+            nn.init.normal_(m.weight, std=0.02)
     x = torch.rand(2, 3, size, size)
-    exp = fw.explain(model, x, method="fixations")
+    exp = fw.explain(model, x, method="fixations", target=Predicted())  # squeezenet: a conv head
     with torch.no_grad():
         logits = model(x)
-    assert exp.target == "Predicted()"
+    assert exp.degenerate is None
     assert torch.allclose(exp.scores, logits.max(dim=1).values, rtol=1e-4, atol=1e-5)
-    assert exp.heatmap.shape == (2, size, size) and exp.heatmap.dtype == torch.float32
+    assert exp.heatmap.shape == (2, size, size) and bool(torch.isfinite(exp.heatmap).all())
     for b, p in enumerate(exp.points):
         assert p.dtype == torch.int64 and p.shape[1] == 2 and len(p) > 0
         assert p.min() >= 0 and p.max() < size
-        assert float(exp.heatmap[b].max()) == 1.0
+        assert float(exp.heatmap[b].max()) == 1.0 and float(exp.heatmap[b].min()) < 1.0
         # the heatmap peaks within one blur sigma of a fixation
         peak = torch.tensor(divmod(int(exp.heatmap[b].argmax()), size)).float()
         assert float((p.float() - peak).norm(dim=1).min()) <= 0.09 * size + 1
@@ -616,3 +654,207 @@ def test_flower_net_fixations_fall_on_the_petals():
     assert len(rates) >= 55 and test.masks.mean() < 0.15
     assert np.mean(rates) > 0.75
     assert min(rates) > 0.5  # on the petals more often than on the background, image by image
+
+
+# ----------------------------------------------------------------------------- modern rules
+
+
+def route(model: nn.Module, x: torch.Tensor, start: torch.Tensor) -> set[tuple[int, ...]]:
+    """Walk the fixations ``start`` (rows: index into the model's output, then the sign) back
+    to the input; the rows that arrive, as a set of tuples."""
+    from famwidget.explainers import fixation_walk as engine
+    from famwidget.explainers import fixations as fixations_module
+    from famwidget.explainers.graph import signal_nodes, trace
+
+    gm = trace(model, "test")
+    active = signal_nodes(gm)
+    out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+    plan = fixations_module.plan_walk(gm, out, active)
+    with torch.inference_mode():
+        walk, output = fixations_module.record(gm, x, plan, active, None)
+        arrived = engine.walk_back(walk, plan, out, start, output)
+    return {tuple(r) for r in arrived.tolist()}
+
+
+class Lambda(nn.Module):
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def test_channel_shuffle_moves_each_channel_exactly():
+    def shuffle(x):
+        b, c, h, w = x.shape
+        return x.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+    x = torch.rand(1, 4, 2, 2)
+    for model in (Lambda(shuffle), nn.Sequential(nn.ChannelShuffle(2))):
+        for c, source in enumerate([0, 2, 1, 3]):
+            assert route(model, x, torch.tensor([[0, c, 1, 0, 1]])) == {(0, source, 1, 0, 1)}
+
+
+def test_split_chunk_cat_stack_and_getitem_keep_the_index():
+    def parts(x):
+        a, b = x.chunk(2, dim=1)
+        c, d = torch.split(b, 1, dim=1)
+        return torch.cat([d, a, c], dim=1)  # channels x3, x0, x1, x2
+
+    x = torch.rand(1, 4, 3, 3)
+    for c, source in enumerate([3, 0, 1, 2]):
+        assert route(Lambda(parts), x, torch.tensor([[0, c, 2, 1, -1]])) == {(0, source, 2, 1, -1)}
+
+    def stack(x):
+        a, b = x.chunk(2, dim=1)
+        return torch.stack([a, b], dim=1)  # (1, 2, 2, 3, 3)
+
+    stacked = Lambda(stack)
+    assert route(stacked, x, torch.tensor([[0, 1, 0, 2, 2, 1]])) == {(0, 2, 2, 2, 1)}
+    sliced = Lambda(lambda x: x[:, 1:, ::2])  # (1, 3, 2, 3)
+    assert route(sliced, x, torch.tensor([[0, 0, 1, 2, 1]])) == {(0, 1, 2, 2, 1)}
+    padded = Lambda(lambda x: F.pad(x, (1, 1, 1, 1)))
+    assert route(padded, x, torch.tensor([[0, 0, 1, 1, 1]])) == {(0, 0, 0, 0, 1)}
+    assert route(padded, x, torch.tensor([[0, 0, 0, 0, 1]])) == set()  # padding: dropped
+
+
+def tokens() -> torch.Tensor:
+    """(1, 1, 3, 4) as (B, heads, tokens, E): token 0 attends most to token 2."""
+    return torch.tensor([[[[1.0, 0, 0, 0], [0, 1.0, 0, 0], [3.0, 0, 0, 0]]]])
+
+
+@pytest.mark.parametrize("written", ["sdpa", "matmul", "einsum"])
+def test_attention_follows_the_largest_weighted_value(written):
+    def attend(x):
+        if written == "sdpa":
+            return F.scaled_dot_product_attention(x, x, 2 * x)
+        if written == "matmul":
+            return (x @ x.transpose(-2, -1) / 2).softmax(dim=-1) @ (2 * x)
+        a = torch.einsum("bhid,bhjd->bhij", x, x).mul(0.5).softmax(dim=-1)
+        return torch.einsum("bhij,bhjd->bhid", a, 2 * x)
+
+    x = tokens()
+    # a_0 = softmax([0.5, 0, 4.5] / 2 ...) peaks on token 2; v = 2x: dim 0 is largest there
+    assert route(Lambda(attend), x, torch.tensor([[0, 0, 0, 0, 1]])) == {(0, 0, 2, 0, 1)}
+    # dim 1 is non-zero only on token 1: the weight alone does not decide
+    assert route(Lambda(attend), x, torch.tensor([[0, 0, 0, 1, 1]])) == {(0, 0, 1, 1, 1)}
+
+
+def test_multihead_attention_picks_head_token_and_channel():
+    mha = nn.MultiheadAttention(2, 1, batch_first=True)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(torch.cat([torch.eye(2)] * 3))
+        mha.in_proj_bias.zero_()
+        mha.out_proj.weight.copy_(torch.eye(2))
+        mha.out_proj.bias.zero_()
+
+    class Attend(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mha = mha
+
+        def forward(self, x):
+            return self.mha(x, x, x, need_weights=False)[0]
+
+    x = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [3.0, 0.0]]])
+    assert route(Attend(), x, torch.tensor([[0, 0, 0, 1]])) == {(0, 2, 0, 1)}
+    assert route(Attend(), x, torch.tensor([[0, 0, 1, 1]])) == {(0, 1, 1, 1)}
+
+
+class SEGate(nn.Module):
+    """``y * tanh(fc(mean(y)))`` with a negative gate; the signal ``y`` is a copy of the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.y = set_weight(nn.Conv2d(1, 1, 1), torch.ones(1, 1, 1, 1))
+        self.fc = set_weight(nn.Conv2d(1, 1, 1), -torch.ones(1, 1, 1, 1))
+
+    def forward(self, x):
+        y = self.y(x)
+        return y * torch.tanh(self.fc(y.mean((2, 3), keepdim=True)))
+
+
+def test_gate_follows_the_signal_with_the_sign_of_the_gate():
+    x = single_pixel(1, 8, (0, 5, 5, 1.0))
+    # the most negative output is at (5, 5): explained with s = -1, the gate is negative,
+    # so the input pixel is reached with s = +1 (it is positive) and never the pooled gate path
+    assert route(SEGate(), x, torch.tensor([[0, 0, 5, 5, -1]])) == {(0, 0, 5, 5, 1)}
+    exp = fw.explain(Wrapper(), torch.rand(1, 3, 16, 16), method="fixations")  # y * sigmoid(y)
+    assert len(exp.points[0]) > 0 and exp.degenerate is None
+
+
+def test_norms_keep_the_index_and_a_negative_weight_flips_the_sign():
+    bn = nn.BatchNorm2d(2).eval()
+    ln = nn.LayerNorm(2)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([-1.0, 2.0]))
+        ln.weight.copy_(torch.tensor([1.0, -3.0]))
+    x = torch.rand(1, 2, 3, 3)
+    assert route(nn.Sequential(bn), x, torch.tensor([[0, 0, 1, 2, 1]])) == {(0, 0, 1, 2, -1)}
+    assert route(nn.Sequential(bn), x, torch.tensor([[0, 1, 1, 2, 1]])) == {(0, 1, 1, 2, 1)}
+    t = torch.rand(1, 5, 2)  # tokens: LayerNorm over channels
+    assert route(nn.Sequential(ln), t, torch.tensor([[0, 3, 1, 1]])) == {(0, 3, 1, -1)}
+    assert route(nn.Sequential(ln), t, torch.tensor([[0, 3, 0, 1]])) == {(0, 3, 0, 1)}
+
+
+def test_smooth_activations_flip_the_sign_where_the_output_sign_differs():
+    x = torch.tensor([[[[-1.0, 2.0]]]])
+    for act, flips in ((nn.Sigmoid(), True), (nn.GELU(), False), (nn.ReLU(), False)):
+        assert route(nn.Sequential(act), x, torch.tensor([[0, 0, 0, 0, 1]])) == {
+            (0, 0, 0, 0, -1 if flips else 1)
+        }
+        assert route(nn.Sequential(act), x, torch.tensor([[0, 0, 0, 1, 1]])) == {(0, 0, 0, 1, 1)}
+
+
+def test_scale_by_a_parameter_flips_where_it_is_negative():
+    class LayerScale(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gamma = nn.Parameter(torch.tensor([-1.0, 1.0])[:, None, None])
+
+        def forward(self, x):
+            return self.gamma * x
+
+    x = torch.rand(1, 2, 2, 2)
+    assert route(LayerScale(), x, torch.tensor([[0, 0, 1, 1, 1]])) == {(0, 0, 1, 1, -1)}
+    assert route(LayerScale(), x, torch.tensor([[0, 1, 1, 1, 1]])) == {(0, 1, 1, 1, 1)}
+
+
+@pytest.mark.parametrize(("mode", "source"), [("nearest", (2, 1)), ("bilinear", (2, 1))])
+def test_resize_goes_to_the_nearest_source_pixel(mode, source):
+    x = torch.rand(1, 1, 4, 4)
+    up = Lambda(lambda x: F.interpolate(x, scale_factor=2, mode=mode))
+    (arrived,) = route(up, x, torch.tensor([[0, 0, 5, 3, 1]]))
+    assert arrived[2:4] == source
+    (arrived,) = route(nn.Sequential(nn.Upsample(size=(8, 8))), x, torch.tensor([[0, 0, 7, 0, 1]]))
+    assert arrived[2:4] == (3, 0)
+
+
+def test_check_supported_names_the_op_or_says_none():
+    from famwidget.explainers.fixations import check_supported
+
+    x = torch.rand(1, 3, 16, 16)
+    assert check_supported(colour_net(), two_patches()) is None
+    assert check_supported(SEGate(), single_pixel(1, 8, (0, 1, 1, 1.0))) is None
+    transposed = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ConvTranspose2d(4, 4, 2, stride=2))
+    reason = check_supported(transposed, x)
+    assert reason is not None and "module '1' (ConvTranspose2d)" in reason
+
+
+def test_a_zero_classifier_is_flagged_not_a_silent_blank():
+    model = colour_net()
+    with torch.no_grad():
+        model[-1].weight.zero_()
+    with pytest.warns(fw.explanation.DegenerateMapWarning, match="no fixation reaches"):
+        exp = fw.explain(model, two_patches(), method="fixations")
+    assert exp.degenerate and float(exp.heatmap.max()) == 0.0
+
+
+def test_wrapped_models_give_the_same_fixations():
+    model, x = colour_net(), two_patches()
+    plain = fw.explain(model, x, method="fixations")
+    for wrapped in (nn.DataParallel(model), torch.compile(model)):
+        other = fw.explain(wrapped, x, method="fixations")
+        assert torch.equal(plain.points[0], other.points[0])
+        assert torch.equal(plain.heatmap, other.heatmap)

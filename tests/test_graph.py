@@ -286,3 +286,43 @@ def test_kinds_cover_a_torchvision_model_with_no_other():
     signal = signal_nodes(gm)
     kinds = {op_kind(gm, n) for n in gm.graph.nodes if n in signal and n.op != "placeholder"}
     assert "gate" in kinds and "other" not in kinds
+
+
+# ----------------------------------------------------------------------------- trace errors
+
+
+class Branchy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.conv(x)
+        return -self.conv(x)
+
+
+class Raises(nn.Module):
+    def forward(self, x):
+        raise RuntimeError("this model needs two inputs")
+
+
+def test_a_branching_submodule_is_kept_whole_and_named():
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), Branchy(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    gm = trace(model, "test")
+    assert gm.__dict__["_fw_leaves"] == {"1": "its forward branches on tensor values"}
+    assert any(n.op == "call_module" and n.target == "1" for n in gm.graph.nodes)
+    x = torch.rand(1, 3, 8, 8)
+    assert torch.equal(gm(x), model(x))
+    from famwidget.explainers.fixations import check_supported
+
+    reason = check_supported(model, x)
+    assert "module '1' (Branchy)" in reason and "branches on tensor values" in reason
+
+
+def test_trace_errors_say_the_real_reason():
+    with pytest.raises(ValueError, match="branches on tensor values"):
+        trace(Branchy(), "CNN Fixations")
+    with pytest.raises(ValueError, match="raised RuntimeError: this model needs two inputs") as e:
+        trace(Raises(), "CNN Fixations")
+    assert "branches" not in str(e.value)

@@ -621,7 +621,9 @@ def rule_for(module: fx.GraphModule, node: fx.Node) -> Rule | None:
     if kind == "conv":
         return CONV if isinstance(sub, nn.Conv2d) or target is F.conv2d else None
     if kind == "linear":
-        return LINEAR if isinstance(sub, nn.Linear) or target is F.linear else None
+        if isinstance(sub, nn.Linear) or target is F.linear:
+            return LINEAR
+        return BILINEAR if name in ("matmul", "mm", "bmm", "einsum", "__matmul__") else None
     if kind == "pool_max":
         if isinstance(sub, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)):
             return MAX_POOL

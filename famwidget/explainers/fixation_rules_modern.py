@@ -322,7 +322,12 @@ def index_map(walk: Walk, node: fx.Node, points: Points) -> Routed:
     table, offsets, ends = {}, [], []
     total = 0
     for src in sources:
-        shape = walk.shapes[src]
+        shape = walk.shapes.get(src)
+        if shape is None:
+            raise ValueError(
+                f"CNN Fixations: {describe(walk.module, node)} takes the several results of "
+                f"{describe(walk.module, src)} at once; index them first (a, b = x.chunk(2))"
+            )
         n = math.prod(shape)
         table[src] = torch.arange(total + 1, total + n + 1, dtype=torch.float64, device=device)
         table[src] = table[src].view(shape)

@@ -182,8 +182,12 @@ def plan_walk(
             continue
         rule = rule_for(traced, node)
         if rule is None:
+            leaves = traced.__dict__.get("_fw_leaves") or {}
+            why = leaves.get(node.target) if node.op == "call_module" else None
+            opaque = f" (torch.fx could not trace inside it: {why})" if why else ""
             raise ValueError(
-                f"CNN Fixations has no rule for {describe(traced, node)}; supported: {supported}"
+                f"CNN Fixations has no rule for {describe(traced, node)}{opaque}; supported: "
+                f"{supported}"
             )
         plan[node] = rule
         stack.extend(rule.sources(node, active))

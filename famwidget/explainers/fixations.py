@@ -169,6 +169,19 @@ def backtrack(
     return arrived, chosen, scores
 
 
+def check_supported(
+    model: nn.Module, example_images: Tensor, *, output_key: OutputKey = None
+) -> str | None:
+    """Whether CNN Fixations can explain ``model``: ``None`` when every op on the way back from
+    the output to the images has a rule (checked by running it on the first example image),
+    else the reason, naming the op and its module. The model comes back as it went in."""
+    try:
+        backtrack(model, example_images[:1], output_key=output_key)
+    except (ValueError, TypeError, NotImplementedError, RuntimeError, IndexError) as error:
+        return str(error)
+    return None
+
+
 def _check_options(loc: str, radius: float, share: float, sigma: float, energy: float) -> None:
     if loc not in LOCS:
         raise ValueError(f"loc must be one of {LOCS}, got {loc!r}")

@@ -50,23 +50,102 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def trace(model: nn.Module, method: str) -> fx.GraphModule:
-    """``torch.fx.symbolic_trace(unwrap(model))``, cached; ``method`` names the caller in errors."""
+    """``torch.fx.symbolic_trace(unwrap(model))``, cached; ``method`` names the caller in errors.
+
+    Where a submodule cannot be traced (its forward branches on tensor values, or raises on
+    fx's proxies), it is kept whole as a leaf and tracing tries again (at most 8 times); the
+    leaves and why are in ``traced.__dict__["_fw_leaves"]`` (``{name: reason}``), and the
+    methods name them when they need to look inside. Where the model itself cannot be traced,
+    the error says why: its forward raised (that exception's message), or it branches on
+    tensor values (the only case where that hint is given), naming the innermost module.
+    """
     model = unwrap(model)
     key = _fingerprint(model)
     cached = _TRACES.get(model)
     if cached is not None and cached[0] == key:
         return cached[1]
-    try:
-        traced = fx.symbolic_trace(model)
-    except Exception as error:
-        raise ValueError(
-            f"{method} follows the model's graph, and torch.fx could not trace "
-            f"{type(model).__name__} ({type(error).__name__}: {error}). Models whose forward "
-            "branches on tensor values cannot be traced; wrap such parts in a leaf module or "
-            "explain a traceable sub-model"
-        ) from error
+    names = {id(m): name for name, m in model.named_modules()}
+    leaves: dict[str, str] = {}
+    while True:
+        try:
+            traced = fx.GraphModule(model, _LeafTracer(set(leaves)).trace(model))
+            break
+        except Exception as error:
+            where = _failing_module(error, names)
+            if where and where not in leaves and len(leaves) < 8:
+                leaves[where] = _reason(error)
+                continue
+            raise ValueError(_trace_message(method, model, where, error)) from error
+    traced.__dict__["_fw_leaves"] = leaves
     _TRACES[model] = (key, traced)
     return traced
+
+
+class _LeafTracer(fx.Tracer):
+    """fx's tracer, keeping the named modules whole."""
+
+    def __init__(self, leaves: set[str]) -> None:
+        super().__init__()
+        self.leaves = leaves
+
+    def is_leaf_module(self, m: nn.Module, qualified_name: str) -> bool:
+        return qualified_name in self.leaves or super().is_leaf_module(m, qualified_name)
+
+
+def _failing_module(error: BaseException, names: dict[int, str]) -> str | None:
+    """The qualified name of the innermost submodule whose forward was running at ``error``
+    (None for the model itself or when none was)."""
+    found = None
+    tb = error.__traceback__
+    while tb is not None:
+        me = tb.tb_frame.f_locals.get("self")
+        if (
+            isinstance(me, nn.Module)
+            and id(me) in names
+            and tb.tb_frame.f_code.co_name == "forward"
+        ):
+            found = names[id(me)]
+        tb = tb.tb_next
+    return found or None
+
+
+def _branches(error: BaseException) -> bool:
+    """Whether fx failed on data-dependent control flow (``if x.sum() > 0``)."""
+    return isinstance(error, fx.proxy.TraceError) and "control flow" in str(error)
+
+
+def _iterates(error: BaseException) -> bool:
+    """Whether fx failed on iterating over (or ``len`` of) a traced value."""
+    text = str(error)
+    return isinstance(error, (fx.proxy.TraceError, RuntimeError)) and (
+        "iterated" in text or "'len' is not supported" in text
+    )
+
+
+def _reason(error: BaseException) -> str:
+    if _branches(error):
+        return "its forward branches on tensor values"
+    if _iterates(error):
+        return "its forward iterates over a tensor or takes its len()"
+    return f"its forward raised {type(error).__name__}: {error}"
+
+
+def _trace_message(method: str, model: nn.Module, where: str | None, error: BaseException) -> str:
+    inside = f" in module {where!r}" if where else ""
+    head = (
+        f"{method} follows the model's graph, and torch.fx could not trace {type(model).__name__}"
+    )
+    if _branches(error):
+        return (
+            f"{head}: its forward branches on tensor values{inside} ({error}); wrap such parts "
+            "in a leaf module or explain a traceable sub-model"
+        )
+    if _iterates(error):
+        return (
+            f"{head}: its forward iterates over a tensor or takes its len(){inside}; fx "
+            f"cannot follow that ({type(error).__name__})"
+        )
+    return f"{head}: the forward raised {type(error).__name__}{inside}: {error}"
 
 
 def _fingerprint(model: nn.Module) -> tuple:
@@ -424,17 +503,20 @@ def _resolve(gm: fx.GraphModule, node: fx.Node) -> str:
 
 
 def _tensor_operands(node: fx.Node, signal: set[fx.Node]) -> list[fx.Node]:
-    return [a for a in node.all_input_nodes if a in signal]
+    """The image-dependent arguments of ``node``, each occurrence (``x @ x`` has two)."""
+    found: list[fx.Node] = []
+    fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) if n in signal else None)
+    return found
 
 
 def _mul_kind(node: fx.Node, signal: set[fx.Node]) -> str:
     """``gate`` for a product / quotient of two image-dependent tensors, else ``scale``."""
-    return "gate" if len(set(_tensor_operands(node, signal))) >= 2 else "scale"
+    return "gate" if len(_tensor_operands(node, signal)) >= 2 else "scale"
 
 
 def _product_kind(node: fx.Node, signal: set[fx.Node]) -> str:
     """``attention`` for a matrix product of two image-dependent tensors, else ``linear``."""
-    return "attention" if len(set(_tensor_operands(node, signal))) >= 2 else "linear"
+    return "attention" if len(_tensor_operands(node, signal)) >= 2 else "linear"
 
 
 _PASSING = {"identity", "reshape", "scale"}
@@ -452,7 +534,7 @@ def _softmax_kind(gm: fx.GraphModule, node: fx.Node, signal: set[fx.Node]) -> st
         if user.op in ("call_function", "call_method") and (
             user.target in _PRODUCTS or user.target in _PRODUCT_METHODS
         ):
-            if len(set(_tensor_operands(user, signal))) >= 2:
+            if len(_tensor_operands(user, signal)) >= 2:
                 return "attention"
         elif op_kind(gm, user) in _PASSING:
             todo.extend(user.users)
