@@ -187,10 +187,12 @@ def test_clear_errors(fitted):
 
 
 def test_flower_net_relevant_features_lie_on_the_discriminative_parts():
-    """On the shipped flower classifier, the explanation's mass sits on the petals.
+    """On the shipped flower classifier, the explanation's mass sits on the petals, more than
+    Grad-CAM's on every image (the README's claim).
 
-    Measured: 68% of the heatmap mass lies inside the ground-truth petal masks, which cover
-    11% of the image (fit on 240 flowers, tau=5, 12 test flowers); Grad-CAM puts about 37% there.
+    Measured: 67.8% of the heatmap mass lies inside the ground-truth petal masks (min 44%),
+    which cover 10.7% of these images (fit on 240 flowers, tau=5, 12 test flowers); Grad-CAM
+    on the same images and the same predicted classes: 37.4% (min 31%).
     """
     import famwidget as fw
 
@@ -199,11 +201,18 @@ def test_flower_net_relevant_features_lie_on_the_discriminative_parts():
     interp = Interpreter(model, tau=5).fit(
         model.preprocess.batch(train.images), torch.as_tensor(train.labels)
     )
-    exp = interp.explain(model.preprocess.batch(test.images))
+    x = model.preprocess.batch(test.images)
+    exp = interp.explain(x)
     masks = torch.from_numpy(test.masks).float()
-    mass = (exp.heatmap * masks).sum((1, 2)) / exp.heatmap.sum((1, 2))
-    assert masks.mean() < 0.15
-    assert mass.mean() > 0.55 and mass.min() > 0.3
+
+    def mass(heatmap: torch.Tensor) -> torch.Tensor:
+        return (heatmap * masks).sum((1, 2)) / heatmap.sum((1, 2))
+
+    vebi, cam = mass(exp.heatmap), mass(fw.explain(model, x, method="grad-cam").heatmap)
+    assert 0.10 < masks.mean() < 0.115
+    assert vebi.mean() >= 0.65 and vebi.min() > 0.4
+    assert 0.33 < cam.mean() < 0.42
+    assert bool((vebi > cam).all()), (vebi, cam)
     assert exp.options["classes"] == test.labels.tolist()  # correctly classified, all of them
 
 
@@ -233,26 +242,72 @@ def test_default_layers_skip_what_the_deconvnet_cannot_pass_back_from():
     assert default_layers(model, torch.rand(1, 3, 8, 8)) == ["relu1"]  # relu2 is after attention
 
 
-def _state(model: nn.Module) -> tuple:
-    return (
-        {k: v.clone() for k, v in model.state_dict().items()},
-        [m.training for m in model.modules()],
-    )
+def _hooks(model: nn.Module) -> list[int]:
+    """How many hooks of each kind every module holds."""
+    kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return [len(getattr(m, k)) for m in model.modules() for k in kinds]
+
+
+def _snapshot(model: nn.Module) -> dict:
+    """Parameters and buffers (cloned), modes, requires_grad flags, the .grad objects, hooks."""
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict(keep_vars=True).items()},
+        "modes": [m.training for m in model.modules()],
+        "flags": [p.requires_grad for p in model.parameters()],
+        "grads": [p.grad for p in model.parameters()],
+        "hooks": _hooks(model),
+    }
+
+
+def _assert_same(model: nn.Module, before: dict) -> None:
+    after = model.state_dict(keep_vars=True)
+    assert after.keys() == before["state"].keys()
+    changed = [k for k, v in before["state"].items() if not torch.equal(after[k].detach(), v)]
+    assert changed == [], f"changed by explain(): {changed}"
+    assert [m.training for m in model.modules()] == before["modes"]
+    assert [p.requires_grad for p in model.parameters()] == before["flags"]
+    assert all(p.grad is g for p, g in zip(model.parameters(), before["grads"], strict=True))
+    assert _hooks(model) == before["hooks"]
+
+
+def _prepared_attended() -> nn.Module:
+    """Attended in train mode, with BatchNorm statistics already moved, one frozen weight and
+    one weight holding a .grad: every kind of state explain() must hand back untouched."""
+    model = Attended().train()
+    with torch.no_grad():
+        model(torch.rand(4, 3, 8, 8))  # running_mean/var and num_batches_tracked move
+    assert int(model.bn.num_batches_tracked) == 1
+    model.conv1.weight.requires_grad_(False)
+    model.conv2.weight.grad = torch.full_like(model.conv2.weight, 0.5)
+    return model
 
 
 def test_the_model_comes_back_exactly_after_a_vebi_error():
     """explain() on a layer past the attention fails in the deconvnet, naming the attention;
-    buffers (BatchNorm statistics in train mode) and modes are as before."""
-    model = Attended().train()
+    parameters, buffers (BatchNorm statistics in train mode), modes, requires_grad flags, .grad
+    and hooks are as before."""
+    model = _prepared_attended()
     x, y, _ = planted_images(12, size=8)
     interp = Interpreter(model, layers=["relu2"], tau=5).fit(x, y)
-    state, modes = _state(model)
+    before = _snapshot(model)
     with pytest.raises(ValueError, match=r"attention module 'attn'.*'relu1'"):
         interp.explain(x[:2])
-    after = model.state_dict()
-    assert all(torch.equal(after[k], v) for k, v in state.items())
-    assert [m.training for m in model.modules()] == modes
-    assert all(not m._forward_hooks for m in model.modules())
+    _assert_same(model, before)
+    with pytest.raises(ValueError, match="not in the fitted labels"):
+        interp.explain(x[:2], target=9)
+    _assert_same(model, before)
+
+
+def test_the_model_comes_back_exactly_after_fit_and_explain():
+    """The same snapshot after a successful fit and explain in train mode."""
+    model = _prepared_attended()
+    before = _snapshot(model)
+    x, y, _ = planted_images(12, size=8)
+    interp = Interpreter(model, layers=["relu1"], tau=5).fit(x, y)
+    _assert_same(model, before)
+    exp = interp.explain(x[:2])
+    assert exp.heatmap.shape == (2, 8, 8)
+    _assert_same(model, before)
 
 
 @pytest.mark.parametrize(
