@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from browser import READY, canvas_digest, check_blend_and_hover, click_thumb_and_wait, set_range
 from playwright.sync_api import Page
@@ -61,15 +62,77 @@ def test_standalone_page_works_offline(offline_page, tiny_embedding, images, tmp
     assert page.errors == []
 
 
+def pixels(page: Page, canvas: str = "canvas.fw-view") -> np.ndarray:
+    """The RGBA pixels ``(H,W,4)`` uint8 of a canvas of the widget."""
+    width, height, data = page.eval_on_selector(
+        f".famwidget {canvas}",
+        "c => [c.width, c.height,"
+        " Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)]",
+    )
+    return np.asarray(data, dtype=np.uint8).reshape(height, width, 4)
+
+
+def image_share(view: np.ndarray, image: np.ndarray) -> float:
+    """The share of pixels of ``view`` that show the image unchanged."""
+    return float((view == image).all(axis=-1).mean())
+
+
 def test_standalone_demo_page(offline_page, tmp_path, screenshots):
-    """The demo command's page: real photos, every thumbnail clickable offline."""
+    """The demo command's page (re-identification): every thumbnail clickable offline and
+    painted differently, Score-FAM's map differs from Grad-FAM's on screen, the query's pair
+    view is drawn and follows the result, side by side shows the plain image, the threshold
+    paints the image below it."""
     from famwidget.cli import demo
 
     path = demo(tmp_path, "grad-fam", 4)
     page = offline_page
     page.goto(path.as_uri())
     page.wait_for_selector(READY)
+    set_range(page, "input.fw-alpha", 1)
+    views, pairs = [], []
     for i in range(4):
         click_thumb_and_wait(page, i)
+        views.append(pixels(page))
+        pairs.append(pixels(page, "canvas.fw-pair"))
+        assert views[-1].reshape(-1, 4).std(0).max() > 10, f"result {i}: a map, not a flat canvas"
+    digests = {v.tobytes() for v in views}
+    assert len(digests) == 4, "every result paints its own map"
+    # The pair view: the query, explained towards the chosen result (Similarity(result k)).
+    assert "fw-has-pair" in page.get_attribute(".famwidget", "class")
+    assert page.locator("canvas.fw-pair").is_visible()
+    assert "query" in page.locator(".fw-pair-caption").text_content()
+    assert pairs[0].reshape(-1, 4).std(0).max() > 10
+    assert len({p.tobytes() for p in pairs}) > 1, "the query's map follows the chosen result"
+
+    # Score-FAM on the same result: another map on screen.
+    grad_fam = pixels(page)
+    page.select_option("select.fw-method", "score-fam")
+    page.wait_for_function(
+        "() => document.querySelector('.fw-caption').textContent.toLowerCase()"
+        ".includes('score-fam')"
+    )
+    score_fam = pixels(page)
+    assert score_fam.shape == grad_fam.shape and (score_fam != grad_fam).any(axis=-1).mean() > 0.05
+
+    # Alpha 0: the image; side by side: the same image beside the blended view.
+    set_range(page, "input.fw-alpha", 0)
+    image = pixels(page)
+    set_range(page, "input.fw-alpha", 1)
+    assert image_share(pixels(page), image) < 0.2  # the heatmap covers the image at alpha 1
+    assert not page.locator("canvas.fw-side").is_visible()
+    page.check("input.fw-side-toggle")
+    page.wait_for_selector(".fw-side-by-side canvas.fw-side", state="visible")
+    assert np.array_equal(pixels(page, "canvas.fw-side"), image)
+    assert image_share(pixels(page), image) < 0.2  # the main view keeps the heatmap
+    page.screenshot(path=screenshots / "demo-page-side-by-side.png")
+    page.uncheck("input.fw-side-toggle")
+    page.wait_for_selector("canvas.fw-side", state="hidden")
+
+    # The threshold: below it the image shows unchanged, more of it the higher it is.
+    shares = []
+    for t in (0, 0.5, 1):
+        set_range(page, "input.fw-threshold", t)
+        shares.append(image_share(pixels(page), image))
+    assert shares[0] < shares[1] < shares[2] and shares[2] > 0.9, shares
     page.screenshot(path=screenshots / "demo-page.png")
     assert page.blocked == [] and page.errors == []
