@@ -733,3 +733,72 @@ def test_a_product_that_is_no_fixed_scale_is_refused(op):
 
     with pytest.raises(ValueError, match="not a fixed scale"):
         deconvnet(Net(), torch.randn(1, 3, 8, 8), "relu", 0)
+
+
+def _hook_counts(model: nn.Module) -> list[int]:
+    kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return [len(getattr(m, k)) for m in model.modules() for k in kinds]
+
+
+class _ScaledByItself(nn.Module):
+    """conv → BatchNorm → h*h → ReLU: a square of the signal, refused in the replay."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        h = self.bn(self.conv(x))
+        return self.relu(h * h)
+
+
+def _bn_net() -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Softmin(dim=1), nn.ReLU())
+
+
+ERROR_PATHS = {
+    "channel out of range": (_bn_net, "1", 99, "channel must be in"),
+    "unknown relu rule": (_bn_net, "1", 0, "relu must be one of"),
+    "module it cannot pass back": (_bn_net, "3", 0, r"module '2' \(Softmin\)"),
+    "product of the signal": (_ScaledByItself, "relu", 0, "square of a signal is not a gate"),
+    "layer runs twice": (
+        lambda: torchvision.models.resnet18(weights=None),
+        "layer1.0.relu",
+        0,
+        "runs more than once",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ERROR_PATHS))
+def test_every_error_path_hands_the_model_back_exactly(case):
+    """Train mode with moved BatchNorm statistics, a frozen weight, a weight holding a .grad and
+    a user's own forward hook: after each refusal, parameters, buffers (running_mean/var,
+    num_batches_tracked), modes, flags, .grad objects and the hooks are as they were."""
+    build, layer, channel, message = ERROR_PATHS[case]
+    torch.manual_seed(0)
+    model = build().train()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        model(x)  # the statistics move away from their initial values
+    params = list(model.parameters())
+    params[0].requires_grad_(False)
+    params[-1].grad = torch.full_like(params[-1], 0.25)
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(1))
+    before = {**_snapshot(model), "hooks": _hook_counts(model)}
+    relu = "lrp" if case == "unknown relu rule" else "guided"
+    with pytest.raises(ValueError, match=message):
+        deconvnet(model, x, layer, channel, relu=relu)
+    after = model.state_dict()
+    changed = [k for k, v in before["state"].items() if not torch.equal(after[k], v)]
+    assert changed == [], f"{case}: changed {changed}"
+    assert [m.training for m in model.modules()] == before["modes"]
+    assert [p.requires_grad for p in model.parameters()] == before["flags"]
+    assert all(p.grad is g for p, g in zip(model.parameters(), before["grads"], strict=True))
+    assert _hook_counts(model) == before["hooks"]
+    n = len(calls)
+    model(x)
+    assert len(calls) == n + 1, "the user's hook still runs"
