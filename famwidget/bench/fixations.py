@@ -1,8 +1,9 @@
 """Benchmarks of CNN Fixations.
 
 - :func:`run` (called by ``python -m famwidget.bench``): milliseconds per image of fixations on
-  ResNet-50 (``weights=None``) at 224x224 next to one forward pass of the same model; the goal
-  is fixations < 3 forward passes.
+  ResNet-50, ConvNeXt-T, EfficientNet-B0 and ViT-B/16 (``weights=None``) at 224x224, each next
+  to one forward pass of the same model, timed in alternation; the goal is fixations < 3
+  forward passes.
 - :func:`loc_study` (also ``python -m famwidget.bench.fixations loc``): how well
   ``loc="center"`` and ``loc="argmax"`` localise the discriminative parts on held-out data of
   the zoo models (flower classifiers, self-supervised net, re-ID net); it sets the default.
@@ -34,15 +35,24 @@ def _paired(
     return statistics.median(first), statistics.median(second), ratio
 
 
-def measure(device: str = "cpu", batch: int = 2, repeats: int = 5, size: int = 224) -> dict:
-    """Milliseconds per image of one forward pass and of fixations (ResNet-50, weights=None)."""
+MODELS = ("resnet50", "convnext_tiny", "efficientnet_b0", "vit_b_16")
+
+
+def measure(
+    device: str = "cpu", batch: int = 2, repeats: int = 5, size: int = 224, name: str = "resnet50"
+) -> dict:
+    """Milliseconds per image of one forward pass and of fixations (torchvision ``name``,
+    weights=None; a zero-initialised classifier, as ViT's, is given random weights)."""
     import torchvision
 
     import famwidget as fw
 
     dev = torch.device(device)
     torch.manual_seed(0)
-    model = torchvision.models.resnet50(weights=None).eval().to(dev)
+    model = torchvision.models.get_model(name, weights=None).eval().to(dev)
+    for m in model.modules():
+        if isinstance(m, nn.Linear) and not bool(m.weight.any()):
+            nn.init.normal_(m.weight, std=0.02)
     images = torch.randn(batch, 3, size, size, device=dev)
 
     def forward() -> None:
@@ -55,6 +65,7 @@ def measure(device: str = "cpu", batch: int = 2, repeats: int = 5, size: int = 2
     forward_s, fixations_s, ratio = _paired((forward, explain), dev, repeats)
     points = fw.explain(model, images, method="fixations").points
     return {
+        "model": name,
         "device": str(dev),
         "batch": batch,
         "size": size,
@@ -69,15 +80,18 @@ def run(args: Any = None) -> None:
     """Print the figures; ``args`` may carry ``.device`` (str) and ``.quick`` (bool)."""
     device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
     quick = bool(getattr(args, "quick", False))
-    r = measure(str(device), batch=1 if quick else 2, repeats=2 if quick else 5)
-    print(
-        f"ResNet-50 (weights=None), {r['size']}x{r['size']}, batch {r['batch']}, "
-        f"medians of {2 if quick else 5} alternating runs"
-    )
+    repeats = 2 if quick else 5
+    rows = []
+    for name in MODELS:
+        r = measure(str(device), batch=1 if quick else 2, repeats=repeats, name=name)
+        rows.append([r["model"], r["device"], r["forward_ms"], r["fixations_ms"], r["ratio"],
+                     "< 3"])  # fmt: skip
+    print(f"CNN Fixations (weights=None), 224x224, medians of {repeats} alternating runs")
     print_table(
-        ["device", "forward ms/image", "fixations ms/image", "fixations / forward", "goal"],
-        [[r["device"], r["forward_ms"], r["fixations_ms"], r["ratio"], "< 3"]],
-    )
+        ["model", "device", "forward ms/image", "fixations ms/image", "fixations / forward",
+         "goal"],
+        rows,
+    )  # fmt: skip
     try:
         loc_study(50 if quick else 200, str(device))
     except (ImportError, FileNotFoundError) as missing:  # the zoo or its weights are absent

@@ -13,7 +13,9 @@ Rules (seed 002, docs/methods.md):
 ===============================  ==========================================================
 op                               rule
 ===============================  ==========================================================
-Linear on a vector               every input ``j`` with ``s * a_j * W[i, j] > 0``
+Linear on a vector (per token,   every input ``j`` with ``s * a_j * W[i, j] > 0``
+per pixel of a channels-last
+map)
 Linear fed by a flattened map    only the largest ``s * a_j * W[i, j]`` (then unflattened)
 Conv2d (any stride, padding,     channel: argmax over the input channels of its group of
 dilation, groups)                ``s * sum_window(window * W[c])``; position: ``loc``
@@ -24,10 +26,15 @@ AvgPool2d, AdaptiveAvgPool2d,    the argmax of ``s * input`` inside the pooling 
 mean / sum over dims             (the whole map for a global pool)
 add / sub                        the summand with the larger ``s * value`` at the point
 cat                              the input that holds the channel (offset subtracted)
-activations, norms, dropout,     pass through; flatten/view/reshape re-index; a negative
-identity, views, x * number      scale flips ``s``
+dropout, identity, casts         pass through
+flatten / view / reshape         re-index through the row-major order
+a function fx keeps whole        traced on its recorded arguments and walked inside
+(Swin's shifted_window_attention)
 ===============================  ==========================================================
 
+Gates, norms, smooth activations, scales, every other reshape/permute/split/getitem/pad,
+resize and attention: :mod:`famwidget.explainers.fixation_rules_modern`. Each rule is chosen
+from the node's kind (:func:`famwidget.explainers.graph.op_kind`) in :func:`rule_for`.
 The inputs of every rule are the values the op saw in the recorded forward pass.
 """
 
@@ -186,22 +193,37 @@ def positive_contributors(
     """Every ``(r, j)`` with ``s * rows[r, j] * W[i, j] > 0`` for some point ``(r, i, s)``.
 
     A point wants ``x_j > 0`` where ``s * W[i, j] > 0`` and ``x_j < 0`` where it is < 0, so
-    per row the wishes are two products of point indicators ``(R, out)`` with the sign
-    patterns of ``W`` ``(out, in)``: the cost of one forward pass of the layer, whatever the
-    number of points.
+    per row the wishes are products of point indicators ``(R', out)`` (only the rows that hold
+    points) with the sign patterns of ``W`` ``(out, in)``. Both patterns travel in one matrix,
+    ``[W > 0] + K [W < 0]`` with ``K = out + 1`` (exact in float32 while ``out (out + 2) <
+    2^24``), so points of one sign cost one product: one forward pass of the layer at most.
     """
+    used, at = torch.unique(row, return_inverse=True)
+    n_out = weight.shape[0]
+    k = n_out + 1
+    packed = n_out * (n_out + 2) < (1 << 24)
     up, down = (weight > 0).float(), (weight < 0).float()
-    wants_up = torch.zeros(rows.shape[0], weight.shape[1], device=rows.device)
+    code = up + k * down if packed else None
+    wants_up = torch.zeros(len(used), weight.shape[1], device=rows.device)
     wants_down = torch.zeros_like(wants_up)
-    for s, towards, away in ((1, up, down), (-1, down, up)):
+    for s in (1, -1):
         mine = sign == s
-        if bool(mine.any()):
-            chosen = torch.zeros(rows.shape[0], weight.shape[0], device=rows.device)
-            chosen[row[mine], out_i[mine]] = 1.0
-            wants_up += chosen @ towards
-            wants_down += chosen @ away
-    keep = ((rows > 0) & (wants_up > 0)) | ((rows < 0) & (wants_down > 0))
-    return keep.nonzero(as_tuple=True)
+        if not bool(mine.any()):
+            continue
+        chosen = torch.zeros(len(used), n_out, device=rows.device)
+        chosen[at[mine], out_i[mine]] = 1.0
+        if packed:
+            both = chosen @ code
+            n_down = torch.div(both, k, rounding_mode="floor")
+            n_up = both - k * n_down
+        else:
+            n_up, n_down = chosen @ up, chosen @ down
+        wants_up += n_up if s > 0 else n_down
+        wants_down += n_down if s > 0 else n_up
+    x = rows[used]
+    keep = ((x > 0) & (wants_up > 0)) | ((x < 0) & (wants_down > 0))
+    r, j = keep.nonzero(as_tuple=True)
+    return used[r], j
 
 
 def largest_contributors(
