@@ -96,3 +96,43 @@ def test_unknown_names_are_refused():
         zoo.load("resnet")
     with pytest.raises(ValueError, match="variant must be"):
         zoo.flower_net("triple")
+
+
+MODERN = {"se_flower_net": zoo.se_flower_net, "vit_flower_net": zoo.vit_flower_net}
+
+
+@pytest.mark.parametrize("name", sorted(MODERN))
+def test_modern_flower_nets_accuracy_reproduces(name):
+    model = MODERN[name]()
+    assert (zoo.WEIGHTS / f"{name}.safetensors").stat().st_size < 3_000_000
+    test = heldout.flower_test("single", n=1000)
+    acc = heldout.accuracy(model, model.preprocess.batch(test.images), test.labels)
+    recorded = model.info["metrics"]["accuracy"]
+    assert acc >= 0.95 and abs(acc - recorded) <= TOLERANCE
+    assert model.info["metrics"]["heldout"] == "flowers(1000, variant='single', seed=101)"
+
+
+def test_modern_nets_have_their_parts():
+    se, vit = zoo.se_flower_net(), zoo.vit_flower_net()
+    kinds = {type(m).__name__ for m in se.modules()}
+    assert {"SqueezeExcite", "MBConv", "SiLU", "BatchNorm2d"} <= kinds
+    assert any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in se.modules())
+    assert vit.cls_token.shape == (1, 1, 96) and len(vit.blocks) == 4
+    assert vit.patch_embed.patch_size == 8 and vit.preprocess.size == (64, 64)
+
+
+@pytest.mark.parametrize("name", sorted(MODERN))
+@pytest.mark.parametrize("method", ["grad-fam", "grad-cam", "score-cam", "fixations"])
+def test_methods_explain_the_modern_nets(name, method):
+    model = MODERN[name]()
+    test = fw.data.flowers(2, seed=11)
+    x = model.preprocess.batch(test.images)
+    options = {"max_channels": 8, "max_seconds": None} if method == "score-cam" else {}
+    exp = fw.explain(model, x, method=method, **options)
+    assert exp.heatmap.shape == (2, 64, 64) and torch.isfinite(exp.heatmap).all()
+    assert exp.degenerate is None
+    assert all(float(h.amax() - h.amin()) > 0 for h in exp.heatmap)
+    if method != "fixations":
+        assert exp.layout == ("tokens" if name == "vit_flower_net" else "nchw")
+    if name == "vit_flower_net" and method != "fixations":
+        assert exp.layer == "blocks.2"  # the class token's last block reads only its own token

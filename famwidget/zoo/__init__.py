@@ -18,10 +18,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .modern import SEFlowerNet, ViTFlowerNet
 from .nets import FlowerNet, ReIDNet, SSLNet
 
 WEIGHTS = pathlib.Path(__file__).parent / "weights"
-NAMES = ("flower_net", "flower_net_double", "reid_net", "ssl_net")
+NAMES = (
+    "flower_net",
+    "flower_net_double",
+    "reid_net",
+    "ssl_net",
+    "se_flower_net",
+    "vit_flower_net",
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,10 @@ def build(name: str) -> tuple[nn.Module, Preprocess]:
         return ReIDNet(), Preprocess((128, 64))
     if name == "ssl_net":
         return SSLNet(), Preprocess((112, 112))
+    if name == "se_flower_net":
+        return SEFlowerNet(6), Preprocess((64, 64))
+    if name == "vit_flower_net":
+        return ViTFlowerNet(6), Preprocess((64, 64))
     raise ValueError(f"unknown zoo model {name!r}; available: {', '.join(NAMES)}")
 
 
@@ -105,4 +117,23 @@ def ssl_net(device: str | torch.device = "cpu") -> nn.Module:
     return load("ssl_net", device)
 
 
-__all__ = ["Preprocess", "build", "flower_net", "load", "reid_net", "ssl_net"]
+def se_flower_net(device: str | torch.device = "cpu") -> nn.Module:
+    """Squeeze-excitation MBConv CNN (depthwise convs, SiLU, SE gates, BatchNorm) on the flowers."""
+    return load("se_flower_net", device)
+
+
+def vit_flower_net(device: str | torch.device = "cpu") -> nn.Module:
+    """Small vision transformer (patch 8 at 64 px, class token, 4 blocks) on the flowers."""
+    return load("vit_flower_net", device)
+
+
+__all__ = [
+    "Preprocess",
+    "build",
+    "flower_net",
+    "load",
+    "reid_net",
+    "se_flower_net",
+    "ssl_net",
+    "vit_flower_net",
+]
