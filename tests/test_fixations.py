@@ -362,12 +362,17 @@ def test_default_target_of_a_backbone_is_the_embedding():
 
 
 def test_similarity_and_dimension_targets_run():
+    torch.manual_seed(2)  # a seed where image 0 has no positive term f_d * ref_d: flagged
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3))
     x = torch.rand(2, 3, 16, 16)
     ref = torch.randn(4)
     for target in (Similarity(ref), Dimension(3), Embedding()):
         exp = fw.explain(model, x, method="fixations", target=target)
         assert exp.heatmap.shape == (2, 16, 16) and exp.target == repr(target)
+        if isinstance(target, Similarity):
+            assert exp.degenerate_images[0] and len(exp.points[0]) == 0
+        else:
+            assert exp.degenerate is None and all(len(p) for p in exp.points)
 
 
 def test_a_callable_target_is_refused():

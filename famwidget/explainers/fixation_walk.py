@@ -206,6 +206,8 @@ def walk_back(
         if not arrived:
             continue
         points = torch.cat(arrived) if len(arrived) > 1 else arrived[0]
+        if points.shape[0] == 0:  # e.g. no start neuron (an embedding with nothing to explain)
+            continue
         if len(arrived) > 1 or node in unsorted:
             points = dedupe(points, walk.shapes[node])
         if node.op == "placeholder":
