@@ -91,14 +91,21 @@ def headless(quick: bool = False) -> None:
     model = torchvision.models.resnet18(weights=None).eval()
     model.fc = torch.nn.Identity()
     x = structured_images(1, 112 if quick else 224)
-    widget = Explorer(model, x, method="score-fam", layer="layer4")
+    widget = Explorer(model, x, method="score-fam", layer="layer4", max_seconds=None)
     threads = widget._worker.submit(lambda stale: torch.get_num_threads()).result()
 
     def library() -> None:
-        explain(model, x, "score-fam", layer="layer4")
+        explain(model, x, "score-fam", layer="layer4", max_seconds=None)
 
     def library_progress() -> None:
-        explain(model, x, "score-fam", layer="layer4", on_progress=lambda done, total, p: None)
+        explain(
+            model,
+            x,
+            "score-fam",
+            layer="layer4",
+            max_seconds=None,
+            on_progress=lambda done, total, p: None,
+        )
 
     def library_thread() -> None:
         worker = threading.Thread(target=library)
