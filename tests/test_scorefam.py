@@ -444,8 +444,10 @@ def test_bf16_autocast_maps_are_fp32_and_close():
     bf16 = explain(model, x, "score-fam", layer="features", precision="bf16")
     assert bf16.heatmap.dtype == torch.float32 and bf16.activations.dtype == torch.float32
     assert bf16.options["autocast"] == "torch.bfloat16"
-    corr = torch.corrcoef(torch.stack([fp32.heatmap.flatten(), bf16.heatmap.flatten()]))[0, 1]
-    assert corr > 0.95
+    # per image; measured 0.99999 and 0.9972 on this 8-channel random net (README's r >= 0.99998
+    # is on the trained zoo nets, where bf16 rounding is small against the channel scores)
+    for a, b in zip(fp32.heatmap, bf16.heatmap, strict=True):
+        assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.995
     contiguous = explain(model, x, "score-fam", layer="features", channels_last=False)
     # relu-baseline weights are differences of cosines near 1: float32 rounding of the two
     # memory formats shows at 1e-4, so the formats agree to 5e-4
@@ -494,10 +496,11 @@ def test_registered_with_default_targets():
     assert exp.target == repr(Predicted()) and exp.layer == "features"
 
 
-def test_auto_precision_is_bf16_only_where_measured():
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_measured(monkeypatch, native):
+    monkeypatch.setattr(scorefam, "cpu_has_bf16", lambda: native)
     model, x = small(), blobs(1)
-    expected = "bf16" if scorefam.cpu_has_bf16() else "fp32"
-    assert scorefam.auto_precision(model, x) == expected
+    assert scorefam.auto_precision(model, x) == ("bf16" if native else "fp32")
     assert scorefam.auto_precision(model.double(), x.double()) == "fp32"
 
 
