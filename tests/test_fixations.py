@@ -519,6 +519,37 @@ def test_torchvision_families(name, size, options):
         assert float((p.float() - peak).norm(dim=1).min()) <= 0.09 * size + 1
 
 
+TIMM_FAMILIES = [  # (timm name, input size, options): random weights, the smallest member
+    ("resnet18", 64, {}),
+    ("efficientnet_b0", 64, {}),
+    ("mobilenetv3_small_100", 64, {}),
+    ("convnext_atto", 64, {}),
+    ("regnety_002", 64, {}),
+    ("vit_tiny_patch16_224", 64, {"img_size": 64}),
+    ("deit_tiny_patch16_224", 64, {"img_size": 64}),
+    ("vit_small_patch14_reg4_dinov2", 56, {"img_size": 56}),  # register tokens
+    pytest.param("swin_tiny_patch4_window7_224", 112, {"img_size": 112}, marks=SLOW),
+]
+
+
+@pytest.mark.parametrize(("name", "size", "options"), TIMM_FAMILIES)
+def test_timm_families(name, size, options):
+    """timm models (the `timm` extra): fixations in the image, a finite map peaking at one of
+    them, the predicted class's score equal to the model's."""
+    import timm  # the timm extra is part of the test extra: never skipped
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=10, **options).eval()
+    x = torch.rand(1, 3, size, size)
+    exp = fw.explain(model, x, method="fixations", target=Predicted())
+    with torch.no_grad():
+        logits = model(x)
+    assert exp.degenerate is None
+    assert torch.allclose(exp.scores, logits.max(dim=1).values, rtol=1e-4, atol=1e-5)
+    assert bool(torch.isfinite(exp.heatmap).all()) and float(exp.heatmap[0].min()) < 1.0
+    p = exp.points[0]
+    assert len(p) > 0 and p.min() >= 0 and p.max() < size
+
+
 # ----------------------------------------------------------------------------- errors and hygiene
 
 
