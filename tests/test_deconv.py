@@ -762,7 +762,7 @@ ERROR_PATHS = {
     "channel out of range": (_bn_net, "1", 99, "channel must be in"),
     "unknown relu rule": (_bn_net, "1", 0, "relu must be one of"),
     "module it cannot pass back": (_bn_net, "3", 0, r"module '2' \(Softmin\)"),
-    "product of the signal": (_ScaledByItself, "relu", 0, "square of a signal is not a gate"),
+    "product of the signal": (_ScaledByItself, "relu", 0, "square of a signal is not a fixed"),
     "layer runs twice": (
         lambda: torchvision.models.resnet18(weights=None),
         "layer1.0.relu",

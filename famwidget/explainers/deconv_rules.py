@@ -432,7 +432,7 @@ def gate_operands(
     if a is b:
         raise ValueError(
             f"deconvnet has no rule for {describe(gm, node)} (node {node.name!r}): the square "
-            "of a signal is not a gate"
+            "of a signal is not a fixed scale of it (nor a gate)"
         )
     full = [n for n in (a, b) if shapes.get(n) == shapes.get(node)]
     if len(full) == 1:
