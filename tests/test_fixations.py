@@ -537,6 +537,7 @@ def test_timm_families(name, size, options):
     """timm models (the `timm` extra): fixations in the image, a finite map peaking at one of
     them, the predicted class's score equal to the model's."""
     import timm  # the timm extra is part of the test extra: never skipped
+
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False, num_classes=10, **options).eval()
     x = torch.rand(1, 3, size, size)
