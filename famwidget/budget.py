@@ -18,6 +18,7 @@ refused in well under a second on a CPU).
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -25,8 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-DEFAULT_MAX_SECONDS = 600.0
-"""``max_seconds=`` of Score-FAM / Score-CAM: ten minutes, about what a user waits for a map."""
+DEFAULT_MAX_SECONDS = float(os.environ.get("FAMWIDGET_MAX_SECONDS", "600"))
+"""``max_seconds=`` of Score-FAM / Score-CAM: ten minutes, about what a user waits for a map.
+The environment variable ``FAMWIDGET_MAX_SECONDS`` sets another default (read at import); the
+test suite raises it, because the timed probe follows the load of a shared CI machine."""
 
 PROBE_PIXELS = {"cpu": 256 * 256, "cuda": 512 * 512}
 """Pixels of the timed probe image per device (other devices: the CPU value)."""

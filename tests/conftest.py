@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
+
+# The Score-* cost estimate times a probe forward, which follows the machine's load: a busy CI
+# machine must not refuse the suite's small runs (tests/test_budget.py passes its own limits).
+os.environ.setdefault("FAMWIDGET_MAX_SECONDS", "86400")
 
 import pytest
 import torch

@@ -50,7 +50,7 @@ def test_the_estimate_scales_the_probe_by_pixels(one_thread):
 def test_small_runs_pass_and_max_seconds_none_skips_the_estimate(tiny_embedding, images):
     calls = []
     model = Recorder()
-    exp = fw.explain(model, images, "score-fam", layer="body")  # default budget: 600 s
+    exp = fw.explain(model, images, "score-fam", layer="body")  # the default budget
     assert exp.heatmap.shape == (5, 16, 16)
     before = len(model.sizes)
     fw.explain(model, images, "score-fam", layer="body", max_seconds=None)
