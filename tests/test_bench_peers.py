@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import pytorch_grad_cam  # noqa: F401  (the peers are in the test extra: never skipped)
 import torch
+import torchcam  # noqa: F401
 
 from famwidget import bench
 from famwidget.bench import peers
 from famwidget.bench.peers import Case
-
-pytest.importorskip("pytorch_grad_cam", reason="the peers extra: pip install famwidget[peers]")
-pytest.importorskip("torchcam", reason="the peers extra: pip install famwidget[peers]")
 
 
 @pytest.fixture(scope="module")

@@ -92,7 +92,8 @@ def test_a_model_with_a_fixed_input_size_is_probed_at_full_size():
 
 
 def test_a_token_layer_counts_its_channels_not_its_tokens():
-    torchvision = pytest.importorskip("torchvision")
+    import torchvision
+
     vit = torchvision.models.VisionTransformer(
         image_size=64, patch_size=16, num_layers=1, num_heads=1, hidden_dim=8, mlp_dim=8
     )

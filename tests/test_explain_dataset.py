@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import zarr  # noqa: F401  (the test extra: a missing zarr fails, never skips)
 from PIL import Image
 
 import famwidget as fw
@@ -20,8 +21,6 @@ from famwidget.cli import main as cli_main
 from famwidget.dataset import EntryError, specs
 from famwidget.dataset.progress import Progress
 from famwidget.dataset.sources import FolderSource, as_source
-
-pytest.importorskip("zarr")
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,9 @@ import time
 import urllib.request
 from collections.abc import Iterator
 
+import marimo  # noqa: F401  (a test dependency: a missing marimo fails, never skips)
 import pytest
 from playwright.sync_api import Page
-
-pytest.importorskip("marimo", reason="marimo is a test dependency: pip install -e '.[test]'")
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -16,18 +16,18 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision.models as tv
 from torch import nn
 
 import famwidget as fw
 from famwidget.explanation import DegenerateMapWarning
 from famwidget.layout import attention_internal
 
-tv = pytest.importorskip("torchvision.models")
-
 
 def _timm(name: str, **kw):
     def build() -> nn.Module:
-        timm = pytest.importorskip("timm")
+        import timm
+
         return timm.create_model(name, pretrained=False, num_classes=10, **kw)
 
     return build

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import zarr
 
 import famwidget as fw
 from famwidget.dataset import distributed, store
-
-pytest.importorskip("zarr")
 
 
 def make(tmp_path, n=10, chunk=4, channels=5):
@@ -122,7 +121,6 @@ def test_float16_heatmaps_and_bad_dtype(tmp_path):
 def test_opening_something_else_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="not an explanation store"):
         fw.open_explanations(tmp_path)
-    import zarr
 
     zarr.open_group(str(tmp_path / "other.zarr"), mode="w")
     with pytest.raises(ValueError, match="not a famwidget explanation store"):

@@ -8,11 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+import zarr  # noqa: F401  (the test extra: a missing zarr fails, never skips)
 from PIL import Image
 
 import famwidget as fw
-
-pytest.importorskip("zarr")
 
 
 @pytest.fixture(scope="module")
