@@ -61,7 +61,16 @@ from ..tap import preserved, resolve_layer
 from . import deconv_rules as rules
 from .deconv_layout import channel_axis, layouts
 from .deconv_rules import BN_RULES, RELU_RULES, bn_scale, conv_transpose
-from .graph import _execute, describe, op_kind, record_forward, signal_nodes, trace, unwrap
+from .graph import (
+    _execute,
+    ancestors,
+    describe,
+    op_kind,
+    record_forward,
+    signal_nodes,
+    trace,
+    unwrap,
+)
 
 __all__ = [
     "BN_RULES",
@@ -172,7 +181,8 @@ class Deconvnet:
                 raise ValueError(f"layer {layer!r} must output a (B,K,h,w) tensor, got {found}")
             rec.shapes[start] = activation.shape
             order = [n for n in gm.graph.nodes if n in rec.shapes or n in rec.records]
-            order = _ancestors_in(order, start)
+            needed = ancestors(start)
+            order = [n for n in order if n in needed]
             reasons = self._reasons(order, rec.shapes)
             if reasons[start] is not None:
                 raise ValueError(self._explain_block(reasons[start], order, reasons, rec.shapes))
@@ -392,17 +402,6 @@ def _wrapper_prefixes(model: nn.Module) -> list[str]:
         prefixes.append(prefix)
         m = getattr(m, attr)
     return prefixes[::-1]
-
-
-def _ancestors_in(order: list[fx.Node], start: fx.Node) -> list[fx.Node]:
-    seen: set[fx.Node] = set()
-    todo = [start]
-    while todo:
-        n = todo.pop()
-        if n not in seen:
-            seen.add(n)
-            todo.extend(n.all_input_nodes)
-    return [n for n in order if n in seen]
 
 
 def _first_signal(node: fx.Node, record: tuple, signal: set) -> tuple[fx.Node, Any]:

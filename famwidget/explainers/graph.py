@@ -691,7 +691,7 @@ def record_forward(
     values = inputs if isinstance(inputs, tuple) else (inputs,)
     nodes = list(graph_module.graph.nodes)
     if stop is not None:
-        needed = _ancestors(stop)
+        needed = ancestors(stop)
         nodes = [n for n in nodes if n in needed]
     last_use = _last_uses(nodes)
     mutating = in_place_nodes(graph_module)
@@ -754,7 +754,8 @@ def _execute(gm: fx.GraphModule, node: fx.Node, args: Any, kwargs: Any) -> Any:
     raise ValueError(f"cannot run graph node {node.op} {node.name!r}")
 
 
-def _ancestors(node: fx.Node) -> set[fx.Node]:
+def ancestors(node: fx.Node) -> set[fx.Node]:
+    """``node`` and every node it depends on."""
     seen: set[fx.Node] = set()
     todo = [node]
     while todo:
