@@ -79,14 +79,25 @@ class Tap:
     ``(B,N,C)``: ``tap.layout`` says how it was read and ``tap.maps()`` gives the channel maps
     ``(B,K,h,w)``; without one it must be ``(B,K,h,w)``.
     ``tap.enabled = False`` lets internal re-forwards run without recording anything.
+
+    ``leaf=True`` (for gradients with respect to the layer only; run the forward under
+    ``torch.no_grad()``): the kept output is a detached leaf that requires grad, gradient
+    recording is switched on from the layer to the end of the forward, and the rest of the
+    network gets a copy of the leaf. Nothing before the layer is recorded (no activations saved,
+    no parameter in the graph) and the backward stops at the layer. The grad mode switched on
+    here lasts until the caller's ``no_grad`` block exits. ``tap.substituted`` says whether the
+    output could be replaced (a tensor, a list, a tuple or a named tuple whose first item is the
+    map); when it is False nothing after the layer depends on the leaf.
     """
 
-    def __init__(self, module: nn.Module, reader: Reader | None = None) -> None:
+    def __init__(self, module: nn.Module, reader: Reader | None = None, leaf: bool = False) -> None:
         self.module = module
         self.reader = reader
+        self.leaf = leaf
         self.output: Tensor | None = None
         self.layout: Layout | None = None
         self.enabled = True
+        self.substituted = False
         self._handle: torch.utils.hooks.RemovableHandle | None = None
 
     def _hook(self, module: nn.Module, inputs: tuple, output: object) -> Tensor | None:
@@ -107,12 +118,24 @@ class Tap:
             )
         else:
             self.layout = Layout("nchw", (kept.shape[2], kept.shape[3]), kept.shape[1])
+        if self.leaf:
+            return self._leaf(kept, output)
         self.output = kept
         if kept is output:
             # Later in-place ops (``out += identity``, ReLU(inplace=True)) must not rewrite the
             # kept tensor: the rest of the network gets a copy, the tap keeps the original.
             return kept.clone()
         return None
+
+    def _leaf(self, kept: Tensor, output: object) -> object:
+        """Keep a leaf copy of ``kept`` that requires grad; the network continues from a clone."""
+        leaf = kept.detach().requires_grad_(True)
+        self.output = leaf
+        torch.set_grad_enabled(True)  # from here on the forward is recorded
+        passed = leaf.clone()  # in-place ops downstream (ReLU(inplace), +=) must not hit the leaf
+        replaced = substitute_first(output, passed)
+        self.substituted = replaced is not None
+        return replaced
 
     def maps(self, t: Tensor | None = None) -> Tensor:
         """``t`` (default the kept output; or a gradient of it) as channel maps ``(B,K,h,w)``."""
@@ -128,6 +151,22 @@ class Tap:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+
+
+def substitute_first(output: object, new: Tensor) -> object | None:
+    """``output`` with its map replaced by ``new``: the tensor itself, or the first item of a
+    list, tuple or named tuple; ``None`` for any other container (it cannot be rebuilt)."""
+    if isinstance(output, Tensor):
+        return new
+    if isinstance(output, list) and output:
+        return [new, *output[1:]]
+    if isinstance(output, tuple) and output:
+        fields = getattr(output, "_fields", None)
+        if fields:
+            return output._replace(**{fields[0]: new})
+        if type(output) is tuple:
+            return (new, *output[1:])
+    return None
 
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")

@@ -120,3 +120,89 @@ def test_cuda_matches_cpu(tiny_embedding, images):
     gpu = fw.explain(tiny_embedding.cuda(), images)
     assert gpu.heatmap.device.type == "cuda"
     assert torch.allclose(cpu.heatmap, gpu.heatmap.cpu(), atol=1e-4)
+
+
+def _recorded(model: nn.Module) -> dict[str, bool]:
+    """Forward hooks noting whether each top-level piece of ``model`` ran with autograd on."""
+    seen: dict[str, bool] = {}
+    for name, module in model.named_children():
+        module.register_forward_hook(
+            lambda m, i, o, name=name: seen.__setitem__(name, torch.is_grad_enabled())
+        )
+    return seen
+
+
+def test_gradients_are_recorded_from_the_layer_on_only(images):
+    """Nothing before the layer joins the graph; the map equals the fully recorded one."""
+    from famwidget.explainers.gradfam import _gradients
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(8, 12, 3, padding=1), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 6),
+    ).eval()  # fmt: skip
+    seen = _recorded(model)
+    leaf = _gradients(model, images, model[2], Embedding(), None, None, None, True)
+    assert seen == {"0": False, "1": False, "2": False, "3": True, "4": True, "5": True,
+                    "6": True}  # fmt: skip
+    full = _gradients(model, images, model[2], Embedding(), None, None, None, False)
+    assert all(seen.values())
+    for a, b in zip(leaf[:3], full[:3], strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    exp = fw.explain(model, images, "grad-fam", layer="2")
+    assert torch.allclose(exp.weights, full[1].mean(dim=(2, 3)), atol=1e-6)
+    assert all(p.grad is None for p in model.parameters())
+
+
+class Pair(tuple):
+    """A tuple subclass the tap cannot rebuild."""
+
+
+class Boxed(nn.Module):
+    """A conv whose output comes in a container: the map first, then its channel means."""
+
+    def __init__(self, container: type) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(8, 12, 3, padding=1)
+        self.container = container
+
+    def forward(self, x):
+        out = self.conv(x)
+        return self.container((out, out.mean(dim=(2, 3))))
+
+
+class BoxedNet(nn.Module):
+    def __init__(self, container: type) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.block = Boxed(container)
+        self.head = nn.Linear(12, 6)
+
+    def forward(self, x):
+        return self.head(self.block(self.stem(x))[0].relu().mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("container", [tuple, list, Pair])
+def test_layer_returning_a_container_gives_the_same_map(images, container, monkeypatch):
+    """A tuple or list output is rebuilt around the leaf; any other container falls back to
+    recording the whole forward; the map is the conv's own either way."""
+    from famwidget.explainers import gradfam
+
+    model = BoxedNet(container).eval()
+    runs: list[bool] = []
+    original = gradfam._gradients
+
+    def spy(*args):
+        runs.append(args[-1])
+        return original(*args)
+
+    monkeypatch.setattr(gradfam, "_gradients", spy)
+    exp = fw.explain(model, images, "grad-fam", layer="block")
+    assert runs == ([True, False] if container is Pair else [True])
+    ref = fw.explain(model, images, "grad-fam", layer="block.conv")
+    assert torch.allclose(exp.heatmap, ref.heatmap, atol=1e-6)
+    assert torch.allclose(exp.weights, ref.weights, atol=1e-6)
+    assert exp.weights.abs().sum() > 0
+    assert all(p.grad is None for p in model.parameters())

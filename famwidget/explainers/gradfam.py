@@ -38,29 +38,66 @@ def gradient_weights(
     ``reader`` (a :class:`famwidget.layout.Reader`) reads a channels-last or token layer; the
     gradient is taken on the layer's own output and converted like it (prefix tokens dropped).
     Also returns the :class:`~famwidget.layout.Layout` that was read.
+
+    The forward runs under ``torch.no_grad()`` up to the layer and records autograd only from
+    the layer on (:class:`famwidget.tap.Tap` with ``leaf=True``): no activation before the layer
+    is saved, no parameter joins the graph, and the backward stops at the layer. Where that
+    cannot work (the layer's output is a container the tap cannot rebuild, or the model switches
+    gradients off after the layer) the whole forward is recorded instead, with the same result.
     """
-    x = images.detach().clone().requires_grad_(True)
-    with preserved(model), Tap(module, reader) as tap, torch.enable_grad():
-        with torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
+    with preserved(model):
+        found = _gradients(model, images, module, target, output_key, autocast, reader, True)
+        if found is None:
+            found = _gradients(model, images, module, target, output_key, autocast, reader, False)
+    assert found is not None  # the recorded path raises instead of giving up
+    activations, grads, scores, layout = found
+    weights = grads.float().mean(dim=(2, 3))
+    return activations.float(), weights.detach(), scores.detach().float(), layout
+
+
+def _gradients(
+    model: nn.Module,
+    images: Tensor,
+    module: nn.Module,
+    target: Target,
+    output_key: OutputKey,
+    autocast: torch.dtype | None,
+    reader: Reader | None,
+    leaf: bool,
+) -> tuple[Tensor, Tensor, Tensor, Layout] | None:
+    """One forward and backward: maps ``(B,K,h,w)``, their gradients, scores ``(B,)``, layout.
+
+    ``leaf=True``: recorded from the layer on only; ``None`` when that recorded nothing that
+    reaches the scores (the caller then records everything, ``leaf=False``).
+    """
+    if leaf:
+        x, grad_mode = images.detach(), torch.no_grad()
+    else:
+        x, grad_mode = images.detach().clone().requires_grad_(True), torch.enable_grad()
+    cast = torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None)
+    with Tap(module, reader, leaf=leaf) as tap, torch.enable_grad():
+        with grad_mode, cast:
             output = model(x)
             bound = target.bind(output, output_key)
             scores = bound.scalar(output)
         if tap.output is None:
             raise ValueError("the explained layer did not run in the model's forward pass")
         if not scores.requires_grad:
+            if leaf:
+                return None
             raise ValueError(
                 f"the target {target!r} does not depend on the model output through autograd "
                 "(a detached or constant score); a target must return a differentiable (B,) tensor"
             )
         (grads,) = torch.autograd.grad(scores.float().sum(), tap.output, allow_unused=True)
         if grads is None:
+            if leaf:
+                return None
             raise ValueError(
                 "the target does not depend on the explained layer (a side branch?); pick a "
                 "layer on the path to the output"
             )
-        activations, grads = tap.maps().detach(), tap.maps(grads)
-    weights = grads.float().mean(dim=(2, 3))
-    return activations.float(), weights.detach(), scores.detach().float(), tap.layout
+        return tap.maps().detach(), tap.maps(grads), scores.detach(), tap.layout
 
 
 def grad_fam(
