@@ -1,4 +1,5 @@
-// The toolbar: method, layer, pair target, colormap, blend, threshold, side by side, download.
+// The toolbar: method, layer, pair target, colormap, blend, threshold, side by side, compare,
+// download.
 import { COLORMAPS } from "./colormap.js";
 import { h, setOptions } from "./dom.js";
 
@@ -17,13 +18,16 @@ export function buildControls() {
                                  "aria-label": "threshold" });
   const sideBySide = h("input", { class: "fw-side-toggle", type: "checkbox" });
   const download = h("button", { class: "fw-download", type: "button", title: "save the view as a PNG" }, "PNG");
+  const compareToggle = h("button", { class: "fw-compare-toggle", type: "button", "aria-pressed": "false",
+                                      title: "every method on the selected image, side by side" }, "Compare");
   const methodNotes = h("div", { class: "fw-method-notes" });
   const toolbar = h("div", { class: "fw-toolbar" }, methodLabel, layerLabel, pairTargetLabel, colormapLabel,
     h("label", { class: "fw-control" }, h("span", {}, "blend"), alpha),
     h("label", { class: "fw-control" }, h("span", {}, "threshold"), threshold),
     h("label", { class: "fw-control" }, sideBySide, h("span", {}, "side by side")),
-    download);
-  return { toolbar, method, layer, colormap, pairTarget, alpha, threshold, sideBySide, download, methodNotes };
+    compareToggle, download);
+  return { toolbar, method, layer, colormap, pairTarget, alpha, threshold, sideBySide, compareToggle, download,
+           methodNotes };
 }
 
 /**

@@ -1,55 +1,28 @@
-// The gallery: one thumbnail per image (click to explain it), with a caption each; a scroll area
-// of bounded height, sorted by index, label or score, filtered by label text, keyboard driven.
+// The gallery: one thumbnail per image (click to explain it), in a scroll area of bounded height,
+// sorted by index, label or score, filtered by label text, keyboard driven; any size.
+//
+// Virtualised: the thumbnails sit on a fixed grid, and only the rows in sight plus a margin are
+// in the DOM (10,000 images keep a few dozen elements). The pictures come with the `thumbs`
+// trait (small galleries), or, when the gallery info says `paged`, in pages the kernel sends on
+// demand: the gallery asks {type: "thumbs", page} for the pages its rows need and the answer
+// {type: "thumbs", page, start, count, h, w} carries them in one binary buffer.
 import { toBytes } from "./buffers.js";
 import { drawRGB, h } from "./dom.js";
 
-/**
- * Build the thumbnails from the `thumbs` buffer (n*h*w*3 uint8) and `gallery` info
- * {n, h, w, captions, marks}. onPick(index) is called on a click (or Enter/Space).
- */
-export function renderGallery(container, buffer, info, onPick) {
-  const bytes = toBytes(buffer);
-  const { n = 0, h: th = 0, w: tw = 0, captions = [], marks = [] } = info || {};
-  const size = th * tw * 3;
-  const items = [];
-  for (let i = 0; i < n && (i + 1) * size <= bytes.length; i++) {
-    const canvas = h("canvas", { class: "fw-thumb-image" });
-    drawRGB(canvas, bytes.subarray(i * size, (i + 1) * size), th, tw);
-    const item = h(
-      "button",
-      { class: "fw-thumb", type: "button", dataset: { index: i }, title: captions[i] || `image ${i}`,
-        onclick: () => onPick(i) },
-      canvas,
-      h("span", { class: "fw-thumb-caption" }, captions[i] || String(i)),
-    );
-    if (marks[i]) item.classList.add(`fw-mark-${marks[i]}`);
-    items.push(item);
-  }
-  container.dataset.count = String(items.length);
-  container.replaceChildren(...items);
-}
+/** Layout of one cell (CSS pixels): the picture is IMAGE_W wide, the caption under it. */
+export const IMAGE_W = 64;
+export const CELL_W = 94;
+export const GAP = 6;
+const CAPTION_H = 30; // padding, border, gap and the caption line
+/** Rows rendered above and below the ones in sight. */
+export const MARGIN_ROWS = 3;
+/** Thumbnails rendered while the gallery has no layout yet (hidden, detached, jsdom). */
+export const UNLAID = 64;
 
-/** Mark thumbnail `index` as the chosen one (.fw-selected) and keep it in the scroll area. */
-export function markSelected(container, index) {
-  for (const el of container.querySelectorAll(".fw-thumb")) {
-    const chosen = Number(el.dataset.index) === index;
-    el.classList.toggle("fw-selected", chosen);
-    if (chosen) el.setAttribute("aria-current", "true");
-    else el.removeAttribute("aria-current");
-  }
-}
-
-/** The sort picker and the filter box above the gallery. */
-export function buildGalleryTools() {
-  const sort = h("select", { class: "fw-sort", "aria-label": "sort the gallery" },
-    h("option", { value: "index" }, "index"), h("option", { value: "label" }, "label"),
-    h("option", { value: "score" }, "score"));
-  const filter = h("input", { class: "fw-filter", type: "search", placeholder: "filter by label",
-                              "aria-label": "filter the gallery by label" });
-  const count = h("span", { class: "fw-gallery-count" });
-  const tools = h("div", { class: "fw-gallery-tools" },
-    h("label", { class: "fw-control" }, h("span", {}, "sort"), sort), filter, count);
-  return { tools, sort, filter, count };
+/** The picture's CSS height for h x w thumbnails (kept between 16 and 128 px). */
+export function imageHeight(info) {
+  const { h: th = 0, w: tw = 0 } = info || {};
+  return th && tw ? Math.max(16, Math.min(128, Math.round((IMAGE_W * th) / tw))) : IMAGE_W;
 }
 
 /**
@@ -68,78 +41,301 @@ export function galleryOrder(info, by) {
   return order;
 }
 
-/** Put the thumbnails in `order` and hide those whose caption lacks `text`; returns how many show. */
-export function arrangeGallery(container, info, by, text) {
-  const order = galleryOrder(info, by);
+/** The order, less the thumbnails whose caption lacks `text` (case-insensitive). */
+export function filteredOrder(info, by, text) {
   const captions = (info && info.captions) || [];
   const needle = (text || "").trim().toLowerCase();
-  const byIndex = new Map([...container.querySelectorAll(".fw-thumb")].map((el) => [Number(el.dataset.index), el]));
-  let shown = 0;
-  for (const i of order) {
-    const el = byIndex.get(i);
-    if (!el) continue;
-    const visible = !needle || String(captions[i] ?? i).toLowerCase().includes(needle);
-    el.hidden = !visible;
-    shown += visible;
-    container.append(el); // moves it to its place in the order
-  }
-  return shown;
+  const order = galleryOrder(info, by);
+  return needle ? order.filter((i) => String(captions[i] ?? i).toLowerCase().includes(needle)) : order;
 }
 
-/** Arrow keys, Home/End move the focus between visible thumbnails; Enter explains the focused one. */
-export function galleryKey(container, event, onPick) {
-  const items = [...container.querySelectorAll(".fw-thumb:not([hidden])")];
-  if (!items.length) return false;
-  const doc = container.ownerDocument;
-  let at = items.indexOf(doc.activeElement);
-  if (event.key === "Enter") {
-    if (at < 0) return false;
-    event.preventDefault();
-    onPick(Number(items[at].dataset.index));
+/**
+ * Which positions of the order to render: rows in sight of a viewport `top`..`top + height`
+ * plus MARGIN_ROWS above and below; {from, to} (to exclusive). No layout (height 0): the first UNLAID.
+ */
+export function windowOf(count, cols, pitch, top, height) {
+  if (!(height > 0)) return { from: 0, to: Math.min(count, UNLAID) };
+  const first = Math.max(0, Math.floor(top / pitch) - MARGIN_ROWS);
+  const last = Math.ceil((top + height) / pitch) + MARGIN_ROWS;
+  return { from: Math.min(count, first * cols), to: Math.min(count, last * cols) };
+}
+
+/** The thumbnails of a gallery: the `thumbs` buffer, or pages received from the kernel. */
+export class ThumbStore {
+  constructor(info, buffer) {
+    const { n = 0, h: th = 0, w: tw = 0, paged = false, page_size: pageSize = 0 } = info || {};
+    this.n = n; this.h = th; this.w = tw; this.size = th * tw * 3;
+    this.paged = !!paged && pageSize > 0;
+    this.pageSize = this.paged ? pageSize : Math.max(1, n);
+    this.inline = this.paged ? null : toBytes(buffer);
+    this.pages = new Map();
+    this.asked = new Set();
+  }
+
+  pageOf(index) { return Math.floor(index / this.pageSize); }
+
+  /** The h*w*3 bytes of thumbnail `index`, or null while its page has not arrived. */
+  bytes(index) {
+    if (!this.size || index < 0 || index >= this.n) return null;
+    if (!this.paged) {
+      const end = (index + 1) * this.size;
+      return end <= this.inline.length ? this.inline.subarray(end - this.size, end) : null;
+    }
+    const page = this.pages.get(this.pageOf(index));
+    if (!page) return null;
+    const at = (index - this.pageOf(index) * this.pageSize) * this.size;
+    return page.subarray(at, at + this.size);
+  }
+
+  /** Whether page `page` must still be asked for (and remember that it has been). */
+  ask(page) {
+    if (!this.paged || this.pages.has(page) || this.asked.has(page)) return false;
+    this.asked.add(page);
     return true;
   }
-  const perRow = columns(items);
-  const moves = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: perRow, ArrowUp: -perRow };
-  if (event.key === "Home") at = 0;
-  else if (event.key === "End") at = items.length - 1;
-  else if (event.key in moves) at = at < 0 ? 0 : Math.min(items.length - 1, Math.max(0, at + moves[event.key]));
-  else return false;
-  event.preventDefault();
-  items[at].focus();
-  items[at].scrollIntoView?.({ block: "nearest" });
-  return true;
+
+  /** Keep a page answer; returns [start, end) of the indices it holds, or null if it does not fit. */
+  receive(content, buffer) {
+    const { page, start, count, h: ph, w: pw } = content;
+    const bytes = toBytes(buffer);
+    const fits = this.paged && ph === this.h && pw === this.w && start === page * this.pageSize &&
+      count > 0 && bytes.length === count * this.size;
+    if (!fits) return null;
+    this.pages.set(page, bytes);
+    this.asked.delete(page);
+    return [start, start + count];
+  }
+
+  get waiting() { return this.asked.size; }
 }
 
-/** Thumbnails per row, from their positions (1 where there is no layout, as in jsdom). */
-function columns(items) {
-  const top = items[0].offsetTop;
-  let n = 0;
-  while (n < items.length && items[n].offsetTop === top) n++;
-  return items[0].offsetWidth > 0 ? Math.max(1, n) : 1;
+/**
+ * The gallery in `container` (the scroll area, `.fw-gallery`). onPick(index) explains an image;
+ * send(content) asks the kernel (pages of thumbnails). Call setData(info, buffer) when the
+ * traits change, arrange(by, text) to sort and filter, select(index) to mark the chosen one.
+ */
+export class VirtualGallery {
+  constructor(container, onPick, send) {
+    this.box = container;
+    container.fwGallery = this; // markSelected(container, i) reaches it
+    this.onPick = onPick;
+    this.send = send || (() => {});
+    this.space = h("div", { class: "fw-gallery-space" });
+    this.box.replaceChildren(this.space);
+    this.rendered = new Map(); // index -> element
+    this.order = [];
+    this.selected = -1;
+    this.setData({}, null);
+    this.box.addEventListener("scroll", () => this.render());
+    if (typeof ResizeObserver !== "undefined") {
+      this.resize = new ResizeObserver(() => this.layout());
+      this.resize.observe(this.box);
+    }
+  }
+
+  setData(info, buffer) {
+    this.info = info || {};
+    this.store = new ThumbStore(this.info, buffer);
+    this.imageH = imageHeight(this.info);
+    this.pitchX = CELL_W + GAP;
+    this.pitchY = this.imageH + CAPTION_H + GAP;
+    this.box.dataset.count = String(this.store.n);
+    this.box.classList.toggle("fw-paged", this.store.paged);
+    for (const el of this.rendered.values()) el.remove();
+    this.rendered.clear();
+    this.order = galleryOrder(this.info, "index");
+    this.position = new Map(this.order.map((index, at) => [index, at]));
+    this.layout();
+  }
+
+  /** Sort by "index", "label" or "score" and keep those whose caption has `text`; returns how many show. */
+  arrange(by, text) {
+    this.order = filteredOrder(this.info, by, text);
+    this.position = new Map(this.order.map((index, at) => [index, at]));
+    this.layout();
+    return this.order.length;
+  }
+
+  columns() {
+    const width = this.box.clientWidth;
+    return width > 0 ? Math.max(1, Math.floor((width - 4 + GAP) / this.pitchX)) : 1;
+  }
+
+  /** Size the scroll space for the rows of the order, then render. */
+  layout() {
+    const rows = Math.ceil(this.order.length / this.columns());
+    this.space.style.height = `${Math.max(0, rows * this.pitchY - GAP)}px`;
+    this.render();
+  }
+
+  /** Put the thumbnails in sight (plus a margin) in the DOM, and only those. */
+  render() {
+    const cols = this.columns();
+    const { from, to } = windowOf(this.order.length, cols, this.pitchY, this.box.scrollTop, this.box.clientHeight);
+    const wanted = new Set();
+    let added = 0;
+    for (let at = from; at < to; at++) {
+      const index = this.order[at];
+      wanted.add(index);
+      let el = this.rendered.get(index);
+      if (!el) {
+        el = this.thumb(index);
+        this.rendered.set(index, el);
+        this.space.append(el);
+        added++;
+      }
+      const left = `${(at % cols) * this.pitchX}px`, top = `${Math.floor(at / cols) * this.pitchY}px`;
+      if (el.style.left !== left) el.style.left = left;
+      if (el.style.top !== top) el.style.top = top;
+    }
+    for (const [index, el] of this.rendered) {
+      if (!wanted.has(index) && el !== this.box.ownerDocument.activeElement) {
+        el.remove();
+        this.rendered.delete(index);
+      } else if (!wanted.has(index)) {
+        el.style.top = "-10000px"; // focused: kept (out of sight) so the keyboard does not lose it
+      }
+    }
+    this.box.dataset.rendered = String(this.rendered.size);
+    this.box.dataset.waiting = String(this.store.waiting);
+    // new thumbnails in the DOM: whoever marks thumbnails (e.g. the map's selection) marks them too
+    if (added) this.box.dispatchEvent(new CustomEvent("fw-rendered", { detail: { added } }));
+  }
+
+  thumb(index) {
+    const { captions = [], marks = [] } = this.info;
+    const canvas = h("canvas", { class: "fw-thumb-image",
+                                 style: { width: `${IMAGE_W}px`, height: `${this.imageH}px` } });
+    const el = h("button",
+      { class: "fw-thumb", type: "button", dataset: { index }, title: captions[index] || `image ${index}`,
+        style: { width: `${CELL_W}px`, height: `${this.pitchY - GAP}px` }, onclick: () => this.onPick(index) },
+      canvas, h("span", { class: "fw-thumb-caption" }, captions[index] || String(index)));
+    if (marks[index]) el.classList.add(`fw-mark-${marks[index]}`);
+    if (index === this.selected) { el.classList.add("fw-selected"); el.setAttribute("aria-current", "true"); }
+    this.paint(el, index);
+    return el;
+  }
+
+  paint(el, index) {
+    const bytes = this.store.bytes(index);
+    if (bytes) {
+      drawRGB(el.firstChild, bytes, this.store.h, this.store.w);
+      delete el.dataset.loading;
+      return;
+    }
+    el.dataset.loading = "";
+    const page = this.store.pageOf(index);
+    if (this.store.ask(page)) this.send({ type: "thumbs", page });
+  }
+
+  /** A custom message from the kernel: a page of thumbnails; true when it was one. */
+  onMessage(content, buffers) {
+    if (!content || content.type !== "thumbs") return false;
+    const span = buffers && buffers.length ? this.store.receive(content, buffers[0]) : null;
+    if (span) {
+      for (const [index, el] of this.rendered) if (index >= span[0] && index < span[1]) this.paint(el, index);
+    }
+    this.box.dataset.waiting = String(this.store.waiting);
+    return true;
+  }
+
+  /** Mark `index` as the chosen one (.fw-selected) and scroll it into sight. */
+  select(index, scroll = true) {
+    this.selected = index;
+    for (const [i, el] of this.rendered) {
+      el.classList.toggle("fw-selected", i === index);
+      if (i === index) el.setAttribute("aria-current", "true");
+      else el.removeAttribute("aria-current");
+    }
+    if (scroll) this.reveal(index);
+  }
+
+  /** Scroll so that thumbnail `index` is in sight (nearest edge), then render. */
+  reveal(index) {
+    const at = this.position.get(index);
+    const height = this.box.clientHeight;
+    if (at == null || !(height > 0)) return;
+    const top = Math.floor(at / this.columns()) * this.pitchY;
+    if (top < this.box.scrollTop) this.box.scrollTop = top;
+    else if (top + this.pitchY > this.box.scrollTop + height) this.box.scrollTop = top + this.pitchY - height;
+    this.render();
+  }
+
+  /** Arrow keys, Home/End move the focus between the thumbnails shown; Enter explains the focused one. */
+  key(event) {
+    const count = this.order.length;
+    if (!count) return false;
+    const focused = this.box.ownerDocument.activeElement;
+    const inside = focused && focused.classList && focused.classList.contains("fw-thumb") && this.box.contains(focused);
+    let at = inside ? this.position.get(Number(focused.dataset.index)) ?? -1 : -1;
+    if (event.key === "Enter") {
+      if (at < 0) return false;
+      event.preventDefault();
+      this.onPick(this.order[at]);
+      return true;
+    }
+    const cols = this.columns();
+    const moves = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: cols, ArrowUp: -cols };
+    if (event.key === "Home") at = 0;
+    else if (event.key === "End") at = count - 1;
+    else if (event.key in moves) at = at < 0 ? 0 : Math.min(count - 1, Math.max(0, at + moves[event.key]));
+    else return false;
+    event.preventDefault();
+    const index = this.order[at];
+    this.reveal(index);
+    if (!this.rendered.has(index)) { // no layout (jsdom): render the window around it
+      const el = this.thumb(index);
+      this.rendered.set(index, el);
+      this.space.append(el);
+    }
+    this.rendered.get(index).focus();
+    return true;
+  }
+}
+
+/** Mark thumbnail `index` of the gallery in `container` as the chosen one and scroll it into sight. */
+export function markSelected(container, index) {
+  container.fwGallery?.select(index);
+}
+
+/** The sort picker and the filter box above the gallery. */
+export function buildGalleryTools() {
+  const sort = h("select", { class: "fw-sort", "aria-label": "sort the gallery" },
+    h("option", { value: "index" }, "index"), h("option", { value: "label" }, "label"),
+    h("option", { value: "score" }, "score"));
+  const filter = h("input", { class: "fw-filter", type: "search", placeholder: "filter by label",
+                              "aria-label": "filter the gallery by label" });
+  const count = h("span", { class: "fw-gallery-count" });
+  const tools = h("div", { class: "fw-gallery-tools" },
+    h("label", { class: "fw-control" }, h("span", {}, "sort"), sort), filter, count);
+  return { tools, sort, filter, count };
 }
 
 /**
  * The gallery with its tools, wired: ui {gallery, sort, filter, galleryCount}; get(name,
- * fallback) reads a trait; onPick(index) explains. Returns {draw} (after thumbs/gallery change).
+ * fallback) reads a trait; onPick(index) explains; send(content) asks the kernel.
+ * Returns {draw (after thumbs/gallery change), select(index), onMessage(content, buffers), view}.
  */
-export function galleryPanel(ui, get, onPick) {
+export function galleryPanel(ui, get, onPick, send) {
+  const view = new VirtualGallery(ui.gallery, onPick, send);
   const arrange = () => {
     const info = get("gallery", {});
-    const shown = arrangeGallery(ui.gallery, info, ui.sort.value, ui.filter.value);
+    const shown = view.arrange(ui.sort.value, ui.filter.value);
     ui.galleryCount.textContent = `${shown} of ${info.n || 0} images`;
   };
   const draw = () => {
     const info = get("gallery", {});
-    renderGallery(ui.gallery, get("thumbs", null), info, onPick);
+    view.setData(info, get("thumbs", null));
     const scoreOption = ui.sort.querySelector("option[value=score]");
     scoreOption.disabled = !(info.scores && info.scores.length);
     scoreOption.title = scoreOption.disabled ? "this gallery has no scores" : "";
     if (scoreOption.disabled && ui.sort.value === "score") ui.sort.value = "index";
     arrange();
-    markSelected(ui.gallery, get("selected", -1));
+    view.select(get("selected", -1));
   };
   ui.sort.addEventListener("change", arrange);
   ui.filter.addEventListener("input", arrange);
-  ui.gallery.addEventListener("keydown", (event) => galleryKey(ui.gallery, event, onPick));
-  return { draw };
+  ui.gallery.addEventListener("keydown", (event) => view.key(event));
+  return { draw, view, select: (index) => view.select(index),
+           onMessage: (content, buffers) => view.onMessage(content, buffers) };
 }

@@ -9,6 +9,7 @@ import { lut } from "./colormap.js";
 import { buildControls, syncControls } from "./controls.js";
 import { h, setOptions, setText } from "./dom.js";
 import { saveView } from "./download.js";
+import { buildCompare, comparePanel } from "./compare.js";
 import { buildGalleryTools, galleryPanel, markSelected } from "./gallery.js";
 import { followHost } from "./host.js";
 import { inspector } from "./inspect.js";
@@ -110,6 +111,7 @@ function mount(model, el, hostHint) {
   function onMessage(content, buffers) {
     if (!content || typeof content !== "object") return;
     if (content.type === "state") { syncState(); return; }
+    if (gallery.onMessage(content, buffers) || compare.onMessage(content, buffers)) return;
     if (content.type === "progress" || content.type === "partial") {
       setProgress(content.progress ?? 0);
       if (content.type === "partial" && buffers && buffers.length) {
@@ -126,14 +128,15 @@ function mount(model, el, hostHint) {
 
   function syncState() {
     setState(get("state", "idle"));
+    compare.onState(get("state", "idle"), get("selected", -1));
     showError(ui, get("error", ""), get("traceback", ""));
     setProgress(get("progress", 0));
   }
 
   // Controls change the view locally; the trait is saved so an exported page keeps the setting.
-  ui.alpha.addEventListener("input", () => { setTrait("alpha", Number(ui.alpha.value)); paint(); });
+  ui.alpha.addEventListener("input", () => { setTrait("alpha", Number(ui.alpha.value)); paint(); compare.paint(); });
   ui.threshold.addEventListener("input", () => { setTrait("threshold", Number(ui.threshold.value)); paint(); });
-  ui.colormap.addEventListener("change", () => { setTrait("colormap", ui.colormap.value); paint(); });
+  ui.colormap.addEventListener("change", () => { setTrait("colormap", ui.colormap.value); paint(); compare.paint(); });
   ui.sideBySide.addEventListener("change", () => { setTrait("side_by_side", ui.sideBySide.checked); paint(); });
   // a new method or layer re-explains the chosen image; the same value again changes nothing
   const choose = (name, value) => {
@@ -149,8 +152,10 @@ function mount(model, el, hostHint) {
     ui.status.textContent = "cancelling …";
   });
   ui.download.addEventListener("click", () => saveView(ui, get("view", {})));
-  const gallery = galleryPanel(ui, get, pick);
+  const send = (content) => model.send(content);
+  const gallery = galleryPanel(ui, get, pick, send);
   const drawGallery = gallery.draw;
+  const compare = comparePanel(ui, get, send);
 
   const unbind = bind(model, [
     [["thumbs", "gallery"], drawGallery],
@@ -158,7 +163,7 @@ function mount(model, el, hostHint) {
     [VIEW_TRAITS, loadView],
     [["state", "error", "traceback", "progress"], syncState],
     [["methods", "method_notes", "method", "layers", "layer"], () => syncControls(ui, get)],
-    [["alpha", "colormap", "threshold", "side_by_side"], () => { syncControls(ui, get); paint(); }],
+    [["alpha", "colormap", "threshold", "side_by_side"], () => { syncControls(ui, get); paint(); compare.paint(); }],
     ["msg:custom", onMessage],
   ]);
 
@@ -192,6 +197,7 @@ function buildDom() {
   const work = buildWork();
   const legend = buildLegend();
   const gtools = buildGalleryTools();
+  const compare = buildCompare();
   const view = h("canvas", { class: "fw-view" });
   const side = h("canvas", { class: "fw-side" });
   const hint = h("div", { class: "fw-hint" }, "Click a thumbnail below to explain it.");
@@ -216,9 +222,9 @@ function buildDom() {
     h("div", { class: "fw-main" },
       h("div", { class: "fw-left" }, stage, work.progress, legend.el),
       h("div", { class: "fw-right" }, channelsTitle, channelsUnit, channels)),
-    caption, work.statusRow, work.error, gtools.tools, gallery,
+    caption, work.statusRow, work.error, compare.panel, gtools.tools, gallery,
   );
-  return { root, ...controls, ...work, legend, sort: gtools.sort, filter: gtools.filter,
+  return { root, ...controls, ...work, ...compare, legend, sort: gtools.sort, filter: gtools.filter,
            galleryCount: gtools.count, view, side, hint, stage, caption, captionMain, captionSub,
            channelsTitle, channelsUnit, channels, gallery, pairView, pairCaption, viewLabel };
 }

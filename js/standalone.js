@@ -78,6 +78,29 @@ export class StaticModel {
 
   send(content) {
     if (content && content.type === "select") setTimeout(() => this.show(content.index), 0);
+    if (content && content.type === "compare") setTimeout(() => this.compare(content.index), 0);
+  }
+
+  /** The compare view from the page's stored maps of image `index` (kernel-free). */
+  compare(index) {
+    const rest = this.values.pair_target != null ? [this.values.pair_target] : [];
+    const found = (this.values.methods || []).map((m) => [m, this.explanations[[m, this.values.layer, index, ...rest].join("|")]])
+      .filter(([, stored]) => stored);
+    if (found.length < 2) {
+      const held = found.map(([m]) => m).join(", ") || "no";
+      this.emit("msg:custom", { type: "compare", status: "refused", index, error: "comparing methods needs the kernel: " +
+        `this page holds the ${held} maps only (export with Explorer.to_html(path, methods=[...]) to compare offline)` }, []);
+      return;
+    }
+    const view = this.table.value(found[0][1].view) || {};
+    const buffers = [this.table.value(found[0][1].image)];
+    const cells = found.map(([method, stored]) => {
+      buffers.push(this.table.value(stored.heatmap));
+      const v = this.table.value(stored.view) || {};
+      return { method, caption: `${method} · ${v.target ?? ""}`, degenerate: null, error: null };
+    });
+    this.emit("msg:custom", { type: "compare", status: "ready", index, h: view.h, w: view.w, cells,
+      scale: "one colour scale: each map normalised to its own 0-1 (0 = its least, 1 = its most)" }, buffers);
   }
 
   /** Put the stored explanation of image `index` (current method and layer) on screen. */

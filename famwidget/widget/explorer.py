@@ -29,8 +29,9 @@ from ..api import check_images, default_layer, explain, method_info, methods, mo
 from ..explanation import Explanation, to_uint8_rgb
 from ..tap import preserved, resolve_layer, spatial_layers
 from ..targets import Target
-from . import wire
+from . import compare, wire
 from .cache import DEFAULT_CACHE_BYTES, ExplanationCache
+from .thumbnails import Thumbnails
 from .worker import Stale, Worker
 
 STATIC = pathlib.Path(__file__).parent / "static"
@@ -180,7 +181,8 @@ class Explorer(anywidget.AnyWidget):
                 f"{name} {float(p):.2f}" if labels is None else f"{cap} → {name} {float(p):.2f}"
                 for cap, name, p in zip(captions, names, probability, strict=True)
             ]
-        thumb_bytes, info = wire.thumbnails(shown)
+        self._thumbs = Thumbnails(shown)  # large galleries: in pages on demand
+        thumb_bytes, info = self._thumbs.opening()
         info["image"] = [int(shown.shape[1]), int(shown.shape[2])]  # the view's size (H, W)
         if classes is not None:
             info["scores"] = [round(float(p), 4) for p in probability]
@@ -233,6 +235,13 @@ class Explorer(anywidget.AnyWidget):
 
         chosen = list(methods or [self.method])
         return write_page(self, pathlib.Path(path), chosen, title=title, note=note)
+
+    def compare(self, index: int | None = None, wait: bool = True) -> dict[str, Any] | None:
+        """Explain image ``index`` (default: the selected one) with every offered method, as
+        the compare button does (``compare.py``); waits by default and returns the answer."""
+        index = self.selected if index is None else index
+        future = compare.request(self, index)
+        return future.result() if wait and future is not None else None
 
     def wait(self, timeout: float | None = None) -> Explanation | None:
         """Block until the newest request (a click, a method change) has been answered."""
@@ -388,10 +397,11 @@ class Explorer(anywidget.AnyWidget):
         layer: str,
         target: Any,
         stale: Callable[[], bool],
-        stream: bool = True,
+        stream: bool | Callable[[dict, list], None] = True,
     ) -> Explanation:
         """Explain one image ``(3,H,W)``; long methods stream partial maps to the browser,
-        labelled with ``index`` (the view they belong to)."""
+        labelled with ``index`` (the view they belong to), or to ``stream`` when it is a
+        callable ``(content, buffers)`` (the compare view's progress)."""
         options = dict(self._options)
         if method == "vebi":  # the interpretation method: its three features are the channels
             options, target = {"interpreter": self._interpreter}, None
@@ -412,7 +422,8 @@ class Explorer(anywidget.AnyWidget):
                     "progress": done / max(total, 1),
                 }
                 buffers = [wire.encode_heatmap(partial.heatmap[0])] if partial is not None else []
-                if not self._worker.publish(stale, lambda: self.send(content, buffers)):
+                sink = stream if callable(stream) else self.send
+                if not self._worker.publish(stale, lambda: sink(content, buffers)):
                     raise Stale
 
             options["on_progress"] = on_progress
@@ -497,6 +508,9 @@ class Explorer(anywidget.AnyWidget):
         if kind == "cancel":
             self.cancel()
             return
+        if kind in ("thumbs", "compare", "compare-cancel"):
+            self._on_view_request(kind, content)
+            return
         n = len(self._inputs)
         if kind == "select":
             index = content.get("index")
@@ -509,9 +523,23 @@ class Explorer(anywidget.AnyWidget):
         else:
             problem = (
                 f"unknown message {str(content)[:80]!r}; the kernel accepts "
-                "{'type': 'select', 'index': i} and {'type': 'cancel'}"
+                "{'type': 'select', 'index': i}, {'type': 'cancel'}, {'type': 'thumbs', "
+                "'page': p}, {'type': 'compare', 'index': i} and {'type': 'compare-cancel'}"
             )
         self._refuse_message(problem)
+
+    def _on_view_request(self, kind: str, content: dict) -> None:
+        """A page of thumbnails (answered at once, binary), a comparison, or its cancel."""
+        try:
+            if kind == "thumbs":
+                answer, data = self._thumbs.page(content.get("page"))
+                self.send(answer, [data])
+            elif kind == "compare":
+                compare.request(self, content.get("index"))
+            else:
+                compare.cancel(self)
+        except ValueError as error:
+            self._refuse_message(str(error))
 
     def _refuse_message(self, problem: str) -> None:
         """A malformed message from the page: say so in ``.fw-error``; nothing else changes."""

@@ -89,6 +89,9 @@ def page_payload(widget: Explorer, methods: list[str], blobs: Blobs) -> dict[str
     traits = {name: blobs.value(getattr(widget, name)) for name in page_traits(widget)}
     traits["methods"] = list(dict.fromkeys([widget.method, *methods]))
     traits["layers"] = [widget.layer]  # the page holds explanations at this layer only
+    if widget.gallery.get("paged"):  # no kernel to ask for pages: every thumbnail, once
+        traits["thumbs"] = blobs.ref(widget._thumbs.all_bytes())
+        traits["gallery"] = {**widget.gallery, "paged": False}
     if traits["state"] == "computing":
         traits["state"] = "ready" if widget.explanation is not None else "idle"
     return {"traits": traits, "explanations": explanations}
