@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from famwidget.explainers.lasso import constrained_lasso, project_l1_ball
+from famwidget.explainers.lasso import (
+    GramStatistics,
+    constrained_lasso,
+    constrained_lasso_gram,
+    project_l1_ball,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -75,3 +80,59 @@ def test_rejects_bad_inputs():
         project_l1_ball(torch.ones(3, 1), 0.0)
     with pytest.raises(ValueError, match="Y must be"):
         constrained_lasso(torch.ones(4, 2), torch.ones(5), 1.0)
+
+
+def test_the_gram_form_solves_the_same_problem():
+    """From ``XᵀX`` and ``XᵀY`` alone: LARS's solution, and the row form's (wide, D > N)."""
+    rng = np.random.default_rng(1)
+    X, Y = rng.normal(size=(30, 60)), rng.normal(size=(30, 3))
+    W = constrained_lasso_gram(torch.from_numpy(X.T @ X), torch.from_numpy(X.T @ Y), 1.0)
+    for j in range(3):
+        assert np.abs(W[:, j].numpy() - lars_at_budget(X, Y[:, j], 1.0)).max() < 1e-4
+    one = constrained_lasso_gram(torch.from_numpy(X.T @ X), torch.from_numpy(X.T @ Y[:, 0]), 1.0)
+    assert one.shape == (60,) and torch.allclose(one, W[:, 0], atol=1e-7)
+
+
+def test_statistics_summed_in_batches_give_the_fit_of_all_rows():
+    torch.manual_seed(2)
+    X = torch.rand(90, 20, dtype=torch.float64)
+    y = torch.tensor([3, 7, 9])[torch.randint(0, 3, (90,))]
+    whole = constrained_lasso(
+        X, torch.nn.functional.one_hot(torch.unique(y, return_inverse=True)[1]).double(), 2.0
+    )
+    stats = GramStatistics()
+    for i in range(0, 90, 16):  # a batch may miss a class
+        stats.add(X[i : i + 16].float(), y[i : i + 16])
+    assert stats.count == 90 and stats.dim == 20 and sorted(stats.sums) == [3, 7, 9]
+    classes, W = stats.solve(2.0)
+    assert classes.tolist() == [3, 7, 9]
+    assert torch.allclose(
+        W,
+        constrained_lasso(
+            X.float(),
+            torch.nn.functional.one_hot(torch.unique(y, return_inverse=True)[1]).double(),
+            2.0,
+        ),
+        atol=1e-8,
+    )
+    assert (W - whole).abs().max() < 1e-5  # float32 rows, float64 statistics
+    assert torch.allclose(stats.cross([3, 5])[:, 1], torch.zeros(20, dtype=torch.float64))
+
+
+def test_gram_form_and_statistics_reject_bad_inputs():
+    with pytest.raises(ValueError, match="square"):
+        constrained_lasso_gram(torch.ones(3, 4), torch.ones(3), 1.0)
+    with pytest.raises(ValueError, match="B = XᵀY"):
+        constrained_lasso_gram(torch.eye(3), torch.ones(4, 2), 1.0)
+    with pytest.raises(ValueError, match="finite"):
+        constrained_lasso_gram(torch.eye(2) * float("nan"), torch.ones(2), 1.0)
+    with pytest.raises(ValueError, match="tau"):
+        constrained_lasso_gram(torch.eye(2), torch.ones(2), -1.0)
+    stats = GramStatistics()
+    with pytest.raises(ValueError, match="no images"):
+        stats.solve(1.0)
+    with pytest.raises(ValueError, match="one label per row"):
+        stats.add(torch.ones(4, 3), torch.zeros(3, dtype=torch.long))
+    stats.add(torch.ones(4, 3), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="rows of 5 features after rows of 3"):
+        stats.add(torch.ones(4, 5), torch.zeros(4, dtype=torch.long))

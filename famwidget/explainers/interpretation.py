@@ -38,7 +38,7 @@ from ..method import Method
 from ..tap import preserved, resolve_layer
 from ..targets import ClassLogit
 from .deconv import BN_RULES, RELU_RULES, Deconvnet
-from .lasso import constrained_lasso
+from .lasso import GramStatistics
 
 FORMAT = "famwidget.interpreter"
 VERSION = 1
@@ -182,6 +182,112 @@ def _batches(
         yield x, None if y is None else torch.as_tensor(y).long().flatten()
 
 
+DISTRIBUTED = ("auto", "sharded", "off")
+
+
+def rank_batches(
+    data: Tensor | Iterable, labels: Any, batch_size: int, distributed: str = "auto"
+) -> tuple[Iterator[tuple[Tensor, Tensor | None]], bool]:
+    """This rank's ``(images, labels)`` batches, and whether the ranks must all-reduce.
+
+    Outside torchrun (or with one rank, or ``distributed="off"``): every batch, no reduction.
+    ``"sharded"``: every batch given (the caller gave this rank its own part). ``"auto"``:
+    a contiguous block of the batches of a tensor, or of the index batches of a map-style
+    ``DataLoader`` (its dataset in order: the sums do not depend on it; only this rank's
+    images are loaded, by the loader's own workers and collate function); a ``DataLoader``
+    whose sampler is a ``DistributedSampler`` as it is (it already is this rank's part); any
+    other iterable's every ``world_size``-th batch (each rank reads them all).
+    """
+    import torch.distributed as dist
+
+    if distributed not in DISTRIBUTED:
+        raise ValueError(f"distributed must be one of {DISTRIBUTED}, not {distributed!r}")
+    active = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    if distributed == "off" or not active:
+        return _batches(data, labels, batch_size), False
+    if distributed == "sharded":
+        return _batches(data, labels, batch_size), True
+    rank, size = dist.get_rank(), dist.get_world_size()
+    if isinstance(data, Tensor):
+        images = check_images(data)
+        y = None if labels is None else torch.as_tensor(labels).long().flatten()
+        if y is not None and y.numel() != images.shape[0]:
+            raise ValueError(f"got {images.shape[0]} images but {y.numel()} labels")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        block = _block(-(-images.shape[0] // batch_size), rank, size)
+        start, stop = block.start * batch_size, block.stop * batch_size
+        part = None if y is None else y[start:stop]
+        return _batches(images[start:stop], part, batch_size), True
+    loader = data if isinstance(data, torch.utils.data.DataLoader) else None
+    if loader is not None and isinstance(loader.sampler, torch.utils.data.DistributedSampler):
+        sampler = loader.sampler
+        if sampler.total_size > len(sampler.dataset) and not sampler.drop_last:
+            raise ValueError(
+                f"the DataLoader's DistributedSampler pads {len(sampler.dataset)} entries to "
+                f"{sampler.total_size} with repeated ones, which the fit would count twice; "
+                "pass the DataLoader without a DistributedSampler (fit then gives each rank "
+                "its part) or a dataset whose size the world size divides"
+            )
+        if labels is not None:
+            raise ValueError("with a DistributedSampler the batches must carry their labels")
+        return _batches(data, None, batch_size), True
+    if loader is not None and _map_style(loader):
+        return _loader_block(loader, labels, rank, size), True
+    every = enumerate(_batches(data, labels, batch_size))
+    return (batch for i, batch in every if i % size == rank), True
+
+
+def _block(n: int, rank: int, size: int) -> range:
+    """Rank ``rank``'s contiguous block of ``range(n)``: disjoint, covering, no padding."""
+    base, extra = divmod(n, size)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (1 if rank < extra else 0))
+
+
+def _map_style(loader: torch.utils.data.DataLoader) -> bool:
+    dataset = loader.dataset
+    iterable = isinstance(dataset, torch.utils.data.IterableDataset)
+    return not iterable and loader.batch_sampler is not None and hasattr(dataset, "__len__")
+
+
+def _loader_block(
+    loader: torch.utils.data.DataLoader, labels: Any, rank: int, size: int
+) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """The batches of rank ``rank``'s block of a map-style DataLoader's index batches."""
+    data = torch.utils.data
+    if isinstance(loader.sampler, data.SequentialSampler):
+        index_batches = list(loader.batch_sampler)
+    else:  # a shuffled order differs between processes: take the dataset's own order
+        keep = data.BatchSampler(
+            data.SequentialSampler(loader.dataset),
+            loader.batch_sampler.batch_size,
+            loader.batch_sampler.drop_last,
+        )
+        index_batches = list(keep)
+    mine = [index_batches[i] for i in _block(len(index_batches), rank, size)]
+    workers = loader.num_workers
+    extra = {"prefetch_factor": loader.prefetch_factor} if workers > 0 else {}
+    part = data.DataLoader(
+        loader.dataset,
+        batch_sampler=mine,
+        num_workers=workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn,
+        multiprocessing_context=loader.multiprocessing_context,
+        persistent_workers=loader.persistent_workers if workers > 0 else False,
+        **extra,
+    )
+    given = None if labels is None else torch.as_tensor(labels).long().flatten()
+    for indices, item in zip(mine, part, strict=True):
+        x, y = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, None)
+        if given is not None:
+            y = given[torch.as_tensor(list(indices))]
+        yield check_images(x), None if y is None else torch.as_tensor(y).long().flatten()
+
+
 class Interpreter:
     """Find the features relevant to each class, and explain predictions with them (seed 001).
 
@@ -271,6 +377,7 @@ class Interpreter:
         *,
         max_iter: int = 5000,
         tol: float = 1e-9,
+        distributed: str = "auto",
     ) -> Interpreter:
         """Learn the relevant features of every class from labelled images; returns ``self``.
 
@@ -279,22 +386,37 @@ class Interpreter:
                 batches (a DataLoader) or of image batches (then ``labels`` gives all N).
             labels: ``(N,)`` class indices (needed unless the batches carry them).
             batch_size: images per forward pass when a tensor is given.
-            max_iter, tol: the lasso solver's limits (:func:`constrained_lasso`).
+            max_iter, tol: the lasso solver's limits (:func:`constrained_lasso_gram`).
+            distributed: under ``torchrun`` (``torch.distributed`` initialised, more than one
+                rank), ``"auto"`` gives each rank a disjoint part of the data (see
+                :func:`rank_batches`), ``"sharded"`` takes the data each rank got as its own
+                disjoint part, ``"off"`` fits each rank on its data alone. Outside torchrun
+                all three fit on everything given.
+
+        Only the lasso's sufficient statistics are kept (``XᵀX`` ``(D,D)``, ``XᵀY``, the count:
+        :class:`GramStatistics`), summed batch by batch: the images are never all in memory.
+        Under torchrun the ranks all-reduce them, so every rank ends with the fit of all the
+        data, the same as one process's (every rank must call ``fit`` with the same data).
         """
-        rows, ys = [], []
-        for x, y in _batches(images_or_dataloader, labels, batch_size):
-            if y is None:
-                raise ValueError("fit needs labels: pass labels= or batches of (images, labels)")
-            if y.numel() != x.shape[0]:
-                raise ValueError(f"a batch has {x.shape[0]} images but {y.numel()} labels")
-            rows.append(self._forward(x)[0])
-            ys.append(y.to(rows[-1].device))
-        if not rows:
-            raise ValueError("fit got no images")
-        X, y = torch.cat(rows), torch.cat(ys)
-        self.classes, column = torch.unique(y, sorted=True, return_inverse=True)
-        Y = F.one_hot(column, len(self.classes)).to(X.dtype)
-        self.weights = constrained_lasso(X, Y, self.tau, max_iter=max_iter, tol=tol)
+        batches, reduce = rank_batches(images_or_dataloader, labels, batch_size, distributed)
+        stats = GramStatistics()
+        failure: BaseException | None = None
+        try:
+            for x, y in batches:
+                if y is None:
+                    raise ValueError(
+                        "fit needs labels: pass labels= or batches of (images, labels)"
+                    )
+                if y.numel() != x.shape[0]:
+                    raise ValueError(f"a batch has {x.shape[0]} images but {y.numel()} labels")
+                stats.add(self._forward(x)[0], y)
+        except Exception as error:
+            if not reduce:
+                raise
+            failure = error
+        if reduce:
+            self.layers, self.sizes = stats.all_reduce((self.layers, self.sizes), failure)
+        self.classes, self.weights = stats.solve(self.tau, max_iter=max_iter, tol=tol)
         return self
 
     def relevant_features(self, c: int) -> list[tuple[str, int, float]]:

@@ -12,6 +12,8 @@ the L1 ball (Duchi et al. 2008, sort-based). Runs in torch (float64 by default),
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -95,27 +97,77 @@ def constrained_lasso(
     X = X.to(dtype)
     Y = Y.to(device=X.device, dtype=dtype)
     n, d = X.shape
-    use_gram = n >= d or d <= GRAM_MAX_DIM
-    G = X.T @ X if use_gram else None
-    B = X.T @ Y  # (D,C)
-    L = 2.0 * _largest_eigenvalue(G if use_gram else X @ X.T) * 1.001
-    W = torch.zeros(d, Y.shape[1], dtype=dtype, device=X.device)
-    if L == 0.0:
+    if n >= d or d <= GRAM_MAX_DIM:
+        W = constrained_lasso_gram(X.T @ X, X.T @ Y, tau, max_iter=max_iter, tol=tol, dtype=dtype)
         return W[:, 0] if single else W
+    B = X.T @ Y  # (D,C)
+    L = 2.0 * _largest_eigenvalue(X @ X.T) * 1.001
+
+    def product(V: Tensor, rows: Tensor) -> Tensor:
+        return X.T @ (X.index_select(1, rows) @ V.index_select(0, rows))
+
+    W = _fista(product, B, L, tau, max_iter, tol)
+    return W[:, 0] if single else W
+
+
+def constrained_lasso_gram(
+    G: Tensor,
+    B: Tensor,
+    tau: float,
+    *,
+    max_iter: int = 5000,
+    tol: float = 1e-9,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
+    """The same problem as :func:`constrained_lasso`, given by its sufficient statistics.
+
+    ``||X W - Y||² = tr(WᵀGW) - 2 tr(WᵀB) + ||Y||²`` with ``G = XᵀX`` ``(D,D)`` and
+    ``B = XᵀY`` ``(D,C)`` (or ``(D,)``): both are sums over the rows of ``X``, so they can be
+    accumulated batch by batch and summed over processes (:class:`GramStatistics`), and the
+    solution is the one of the rows themselves. Returns ``W`` ``(D,C)`` (``(D,)`` for a 1-D
+    ``B``) in ``dtype``, every column within the budget ``tau``.
+    """
+    if G.dim() != 2 or G.shape[0] != G.shape[1]:
+        raise ValueError(f"G = XᵀX must be a square (D,D) matrix, got shape {tuple(G.shape)}")
+    single = B.dim() == 1
+    B = B[:, None] if single else B
+    if B.dim() != 2 or B.shape[0] != G.shape[0]:
+        raise ValueError(f"B = XᵀY must be (D,) or (D,C) with D={G.shape[0]}, got {tuple(B.shape)}")
+    if not bool(torch.isfinite(G).all()) or not bool(torch.isfinite(B).all()):
+        raise ValueError("G and B must be finite (a feature vector held NaN or inf)")
+    G = G.to(dtype)
+    B = B.to(device=G.device, dtype=dtype)
+    d = G.shape[0]
+    L = 2.0 * _largest_eigenvalue(G) * 1.001
+
+    def product(V: Tensor, rows: Tensor) -> Tensor:
+        if rows.numel() < d // 2:
+            return G.index_select(0, rows).T @ V.index_select(0, rows)
+        return G @ V
+
+    W = _fista(product, B, L, tau, max_iter, tol)
+    return W[:, 0] if single else W
+
+
+def _fista(product, B: Tensor, L: float, tau: float, max_iter: int, tol: float) -> Tensor:
+    """FISTA with adaptive restart for ``min tr(WᵀGW) - 2 tr(WᵀB)`` on the L1 ball.
+
+    ``product(V, rows)`` is ``G @ V`` ``(D,C)`` where ``rows`` are the non-zero rows of ``V``;
+    ``L`` the gradient's Lipschitz constant ``2 λ_max(G)``.
+    """
+    if tau <= 0:
+        raise ValueError(f"the L1 budget tau must be positive, got {tau}")
+    W = torch.zeros_like(B)
+    if L == 0.0:
+        return W
 
     def gradient(V: Tensor) -> Tensor:
         # The iterates are sparse (the projection zeroes most rows): read only the rows in use.
         rows = V.abs().sum(dim=1).nonzero()[:, 0]
-        if use_gram and rows.numel() < d // 2:
-            product = G.index_select(0, rows).T @ V.index_select(0, rows)
-        elif use_gram:
-            product = G @ V
-        else:
-            product = X.T @ (X.index_select(1, rows) @ V.index_select(0, rows))
-        return 2.0 * (product - B)
+        return 2.0 * (product(V, rows) - B)
 
     Z = W.clone()
-    t = torch.ones(Y.shape[1], dtype=dtype, device=X.device)
+    t = torch.ones(B.shape[1], dtype=B.dtype, device=B.device)
     for _ in range(max_iter):
         W_new = project_l1_ball(Z - gradient(Z) / L, tau)
         step = W_new - W
@@ -128,4 +180,116 @@ def constrained_lasso(
         W, t = W_new, t_new
         if float(step.abs().max()) <= tol * max(1.0, float(W.abs().max())):
             break
-    return W[:, 0] if single else W
+    return W
+
+
+class GramStatistics:
+    """The sufficient statistics of a one-hot lasso fit, summed batch by batch.
+
+    ``gram`` ``(D,D)`` is ``XᵀX``, ``sums[c]`` ``(D,)`` the sum of the rows of class ``c``
+    (the column ``c`` of ``XᵀY`` for one-hot ``Y``) and ``count`` the number of rows, all in
+    float64 on the device of the first batch. The rows themselves are never kept, so a
+    training set of any size is fitted in the memory of one ``(D,D)`` matrix, and the
+    statistics of several processes add up (:meth:`all_reduce`) to those of all their rows.
+    """
+
+    def __init__(self) -> None:
+        self.gram: Tensor | None = None
+        self.sums: dict[int, Tensor] = {}
+        self.count = 0
+
+    @property
+    def dim(self) -> int | None:
+        """``D``, the length of a feature vector (``None`` before the first batch)."""
+        return None if self.gram is None else int(self.gram.shape[0])
+
+    def add(self, X: Tensor, labels: Tensor) -> None:
+        """Add the rows ``X`` ``(B,D)`` with their class labels ``labels`` ``(B,)`` (ints)."""
+        if X.dim() != 2 or labels.dim() != 1 or labels.shape[0] != X.shape[0]:
+            raise ValueError(
+                f"need rows (B,D) and one label per row (B,), got {tuple(X.shape)} and "
+                f"{tuple(labels.shape)}"
+            )
+        if self.gram is not None and X.shape[1] != self.gram.shape[0]:
+            raise ValueError(f"rows of {X.shape[1]} features after rows of {self.dim}")
+        X = X.to(torch.float64)
+        if self.gram is None:
+            self.gram = torch.zeros(X.shape[1], X.shape[1], dtype=torch.float64, device=X.device)
+        self.gram += X.T @ X
+        classes, column = torch.unique(labels.to(X.device), sorted=True, return_inverse=True)
+        per_class = torch.zeros(len(classes), X.shape[1], dtype=X.dtype, device=X.device)
+        per_class.index_add_(0, column, X)
+        for c, row in zip(classes.tolist(), per_class, strict=True):
+            self.sums[c] = self.sums[c] + row if c in self.sums else row
+        self.count += int(X.shape[0])
+
+    def cross(self, classes: list[int]) -> Tensor:
+        """``XᵀY`` ``(D,C)`` for the one-hot targets of ``classes`` (zeros for absent ones)."""
+        columns = [self.sums.get(c) for c in classes]
+        zero = self.gram.new_zeros(self.gram.shape[0])
+        return torch.stack([zero if col is None else col for col in columns], dim=1)
+
+    def all_reduce(self, layout: Any = None, failure: BaseException | None = None) -> Any:
+        """Sum the statistics of every process of ``torch.distributed``'s default group.
+
+        Every rank calls it (also one with no rows, or whose loop failed: pass the error as
+        ``failure``, and every rank raises instead of waiting forever). ``layout`` is whatever
+        describes the feature vector (the layers and their sizes); the ranks with rows must
+        agree on it, and it is returned (a rank with no rows gets the others'). Afterwards the
+        statistics are the same on every rank: those of all the rows. One ``(D,D+C)`` float64
+        all-reduce (gloo on CPUs, NCCL on the current GPU).
+        """
+        import torch.distributed as dist
+
+        mine = {
+            "failure": None if failure is None else f"{type(failure).__name__}: {failure}",
+            "dim": self.dim,
+            "classes": sorted(self.sums),
+            "count": self.count,
+            "layout": layout if self.count else None,
+        }
+        every: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(every, mine)
+        failed = [(r, e["failure"]) for r, e in enumerate(every) if e["failure"]]
+        if failed:
+            if failure is not None:
+                raise failure
+            rank, why = failed[0]
+            raise RuntimeError(f"the fit failed on rank {rank} of {len(every)}: {why}")
+        filled = [(r, e) for r, e in enumerate(every) if e["count"]]
+        if not filled:
+            raise ValueError("fit got no images on any of the ranks")
+        first_rank, first = filled[0]
+        for rank, e in filled[1:]:
+            if (e["dim"], e["layout"]) != (first["dim"], first["layout"]):
+                raise ValueError(
+                    f"rank {rank} has {e['dim']} features laid out as {e['layout']}, rank "
+                    f"{first_rank} {first['dim']} as {first['layout']}: every rank must fit "
+                    "the same model with the same layers"
+                )
+        d = first["dim"]
+        classes = sorted({c for _, e in filled for c in e["classes"]})
+        device = torch.device("cpu")
+        if dist.get_backend() == "nccl":
+            device = torch.device("cuda", torch.cuda.current_device())
+        if self.gram is None:
+            self.gram = torch.zeros(d, d, dtype=torch.float64, device=device)
+        home = self.gram.device
+        packed = torch.cat([self.gram, self.cross(classes)], dim=1).to(device)
+        dist.all_reduce(packed)
+        packed = packed.to(home)
+        self.gram = packed[:, :d].contiguous()
+        self.sums = {c: packed[:, d + j].clone() for j, c in enumerate(classes)}
+        self.count = sum(e["count"] for e in every)
+        return first["layout"]
+
+    def solve(
+        self, tau: float, *, max_iter: int = 5000, tol: float = 1e-9
+    ) -> tuple[Tensor, Tensor]:
+        """``classes`` ``(C,)`` (sorted labels) and ``W`` ``(D,C)`` float64 of the lasso with
+        budget ``tau`` on the one-hot targets (:func:`constrained_lasso_gram`)."""
+        if self.count == 0 or self.gram is None:
+            raise ValueError("fit got no images")
+        classes = sorted(self.sums)
+        W = constrained_lasso_gram(self.gram, self.cross(classes), tau, max_iter=max_iter, tol=tol)
+        return torch.tensor(classes, device=self.gram.device), W
