@@ -12,8 +12,10 @@ from .explainers.deconv import deconvnet
 from .explainers.interpretation import Interpreter
 from .explanation import Explanation
 from .widget import Explorer, ReIDExplorer
+from .widget.embedding_map import EmbeddingExplorer
 
 __all__ = [
+    "EmbeddingExplorer",
     "Explanation",
     "Explorer",
     "Interpreter",

@@ -79,8 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "explain", help="explain a whole dataset into a Zarr store: famwidget explain --help"
     )
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["evaluate"]:  # the evaluation parses its own options
-        from .evaluate import main as evaluate_main
+    if argv[:1] == ["evaluate"]:  # the evaluation parses its own options, also under torchrun
+        from .dataset.sharded import evaluate_main
 
         return evaluate_main(argv[1:])
     if argv[:1] == ["explain"]:  # whole datasets, also under torchrun

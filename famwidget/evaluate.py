@@ -367,11 +367,15 @@ def evaluate_choices(
 def evaluate_runs(
     case: Case, runs: Sequence[Run], how: Settings, log: Callable[[str], None] | None = None
 ) -> list[dict[str, Any]]:
-    """The rows of ``runs`` on ``case``, one :func:`evaluate_run` each."""
+    """The rows of ``runs`` on ``case``, one :func:`evaluate_run` each (under torchrun each
+    rank scores a shard and the rows are reduced: ``famwidget.dataset.sharded``)."""
+    from .dataset.sharded import evaluate_row
+
     rows = []
     for run in runs:
         rows.append(
-            evaluate_run(
+            evaluate_row(
+                evaluate_run,
                 run,
                 case,
                 steps=how.steps,

@@ -17,7 +17,7 @@ import { buildLegend, legendScale, paintLegend } from "./legend.js";
 import { fitSize, paintView } from "./paint.js";
 import { bind, localState, reader, writer } from "./state.js";
 import { VIEW_TRAITS } from "./traits.js";
-import { buildWork, showError, showProgress } from "./work.js";
+import { buildWork, clickIds, showError, showProgress } from "./work.js";
 import css from "./widget.css";
 
 import { StaticModel } from "./standalone.js";
@@ -35,12 +35,15 @@ function mount(model, el, hostHint) {
   const local = localState();
   const get = reader(model);
   const setTrait = writer(model);
+  const clicks = clickIds(); // a view made before this page's newest click is not shown
+  const stale = () => clicks.stale(get("view", {}));
   const setState = (state) => { ui.root.dataset.state = state; updateCaption(); };
   const inspection = inspector(ui, local, () => paint());
   const settings = () => ({ alpha: get("alpha", 0.5), colormap: get("colormap", "jet"),
                             threshold: get("threshold", 0), side_by_side: get("side_by_side", false) });
 
   function loadView() {
+    if (stale()) return; // the kernel has not seen the newest click yet: keep what is on screen
     const view = get("view", {});
     local.H = view.h || 0;
     local.W = view.w || 0;
@@ -99,11 +102,11 @@ function mount(model, el, hostHint) {
 
   function pick(index) {
     const view = get("view", {});
-    const shown = get("state", "") === "ready" && get("selected", -1) === index && view.index === index && !!local.rgb;
+    const shown = !stale() && get("state", "") === "ready" && get("selected", -1) === index && view.index === index && !!local.rgb;
     markSelected(ui.gallery, index);
     if (shown) { syncState(); return; } // already on screen: nothing to ask, nothing to wait for
     startWork();
-    model.send({ type: "select", index });
+    model.send({ type: "select", index, request: clicks.next() });
   }
 
   const setProgress = (value) => showProgress(ui, value, ui.root.dataset.state, local.started, now());
@@ -117,7 +120,7 @@ function mount(model, el, hostHint) {
       if (content.type === "partial" && buffers && buffers.length) {
         const heat = toBytes(buffers[0]);
         // a partial map belongs to the image on screen only (the kernel labels it)
-        const onScreen = content.index === get("view", {}).index && get("state", "") === "computing";
+        const onScreen = content.index === get("view", {}).index && get("state", "") === "computing" && !stale();
         if (heat.length === local.H * local.W && onScreen) {
           local.heat = heat;
           paint();
@@ -127,6 +130,7 @@ function mount(model, el, hostHint) {
   }
 
   function syncState() {
+    if (stale()) { setState("computing"); return; } // an older click's state, error or progress
     setState(get("state", "idle"));
     compare.onState(get("state", "idle"), get("selected", -1));
     showError(ui, get("error", ""), get("traceback", ""));
@@ -159,7 +163,7 @@ function mount(model, el, hostHint) {
 
   const unbind = bind(model, [
     [["thumbs", "gallery"], drawGallery],
-    [["selected"], () => markSelected(ui.gallery, get("selected", -1))],
+    [["selected"], () => { if (!stale()) markSelected(ui.gallery, get("selected", -1)); }],
     [VIEW_TRAITS, loadView],
     [["state", "error", "traceback", "progress"], syncState],
     [["methods", "method_notes", "method", "layers", "layer"], () => syncControls(ui, get)],

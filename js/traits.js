@@ -35,6 +35,10 @@
  * @property {Buffer} pair_image
  * @property {Buffer} pair_heatmap
  * @property {string} pair_target
+ * @property {number[]} selection  indices of the images selected on the map (box) or from Python
+ * @property {Buffer} map_points  the map: xy f32, [knn u32, sim f32], group u16, score u8 (map.js)
+ * @property {Object} map_info  {n, k, bounds, groups, group_name, score_name, score_range, colour_by, ...}
+ * @property {Object} neighbours  {of, indices, scores}: the nearest images to the one on screen
  */
 
 /** Each synced trait and its JSON kind (ReIDExplorer adds the pair_* ones). */
@@ -45,6 +49,8 @@ export const TRAITS = {
   threshold: "number", side_by_side: "boolean", method: "string", methods: "array",
   method_notes: "object", layer: "string", layers: "array",
   pair: "object", pair_image: "bytes", pair_heatmap: "bytes", pair_target: "string",
+  // the embedding map (famwidget/widget/map_panel.py, js/map.js)
+  selection: "array", map_points: "bytes", map_info: "object", neighbours: "object",
 };
 
 /** Traits whose change puts a new picture on screen. */

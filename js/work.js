@@ -39,3 +39,22 @@ export function showError(ui, message, traceback) {
   ui.details.hidden = !traceback;
   ui.error.hidden = !message;
 }
+
+/**
+ * Click ids: each click this view sends is numbered ("<view id>:<n>"), and the kernel labels
+ * every view it puts on screen with the newest click it had received (view.request). A view
+ * labelled with an older click of this page was made before the newest click reached the
+ * kernel: it is stale, and the page keeps showing "computing" instead of it.
+ */
+export function clickIds(prefix = Math.random().toString(36).slice(2, 10)) {
+  let sent = 0;
+  return {
+    next() { sent += 1; return `${prefix}:${sent}`; },
+    stale(view) {
+      const id = view && view.request;
+      if (typeof id !== "string") return false; // no id: a page, an older kernel, a method change
+      const cut = id.lastIndexOf(":");
+      return id.slice(0, cut) === prefix && Number(id.slice(cut + 1)) < sent;
+    },
+  };
+}

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 import famwidget as fw
+from famwidget.widget.cache import DEFAULT_CACHE_BYTES
+from famwidget.widget.worker import Closed
 
 
 def snapshot(model: nn.Module) -> dict:
@@ -55,11 +57,30 @@ class Slow(nn.Module):
         return self.inner(x)
 
 
-def test_a_thousand_explanations_keep_memory_bounded(tiny_embedding, one_thread):
+def small_cnn() -> nn.Module:
+    """The issue's long-running kernel: a 3-conv CNN on 48x48 images (112 KiB a cache entry)."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+
+
+def test_a_thousand_explanations_keep_memory_bounded(one_thread):
+    """Default settings (cache_bytes=16 MiB): 1,000 clicks grow resident memory < 50 MB."""
+    from ipywidgets.widgets.widget import _instances
+
+    model = small_cnn()
     torch.manual_seed(2)
-    bound = 2 * 2**20
-    w = fw.Explorer(tiny_embedding, torch.rand(1000, 3, 16, 16), cache_bytes=bound)
-    before, threads = snapshot(tiny_embedding), threading.active_count()
+    w = fw.Explorer(model, torch.rand(1000, 3, 48, 48))
+    bound = DEFAULT_CACHE_BYTES
+    before, threads = snapshot(model), threading.active_count()
     w.select(0)
     w.select(1)
     gc.collect()
@@ -73,14 +94,53 @@ def test_a_thousand_explanations_keep_memory_bounded(tiny_embedding, one_thread)
     grown = rss_mb() - start
     assert w.selected == 999 and w.state == "ready"
     assert all(nbytes <= bound for nbytes, _ in held)
-    assert held[-1][1] < 1000  # least recently used entries went out
-    assert (999, "grad-fam", "body") in w._cache and (0, "grad-fam", "body") not in w._cache
+    assert 50 < held[-1][1] < 1000  # least recently used entries went out, recent ones stay
+    layer = w.layer
+    assert (999, "grad-fam", layer) in w._cache and (0, "grad-fam", layer) not in w._cache
     assert grown < 50, f"resident memory grew by {grown:.1f} MB over 1000 explanations"
     assert threading.active_count() == threads
-    assert_unchanged(tiny_embedding, before)
+    assert_unchanged(model, before)
+    model_id = w.model_id
+    assert model_id in _instances and w._msg_callbacks.callbacks
     w.close()
     assert w._worker.close(timeout=10) and w.comm is None
     assert threading.active_count() == threads - 1  # the worker thread is gone
+    assert model_id not in _instances  # no comm left
+    assert not w._msg_callbacks.callbacks  # no message handler left
+    assert_unchanged(model, before)
+
+
+def test_select_after_close_says_the_widget_is_closed(tiny_embedding, images):
+    w = fw.Explorer(tiny_embedding, images)
+    before = snapshot(tiny_embedding)
+    w.select(0)
+    w.close()
+    with pytest.raises(Closed, match="the widget is closed: close\\(\\) ended its worker thread"):
+        w.select(1)
+    w.method = "score-fam"  # no observer is left: nothing is requested
+    assert w.selected == 0 and w._explanation_index == 0
+    assert_unchanged(tiny_embedding, before)
+
+
+def test_views_carry_the_newest_click_id_of_the_page(tiny_embedding, images):
+    """The page numbers its clicks; every view says the newest one the kernel had seen, so the
+    page can ignore an older click's view (js/work.js clickIds)."""
+    w = fw.Explorer(tiny_embedding, images)
+    w._handle_custom_msg({"type": "select", "index": 1, "request": "p:1"}, [])
+    w.wait(30)
+    assert w.view["index"] == 1 and w.view["request"] == "p:1" and w.state == "ready"
+    w._handle_custom_msg({"type": "select", "index": 2, "request": "p:2"}, [])
+    w.wait(30)
+    assert w.view["request"] == "p:2"
+    w._handle_custom_msg({"type": "select", "index": 1, "request": "p:3"}, [])  # cached
+    assert w.view["index"] == 1 and w.view["request"] == "p:3" and w.state == "ready"
+    w.method = "score-fam"  # a method change keeps the newest click's id
+    w.wait(60)
+    assert w.view["method"] == "score-fam" and w.view["request"] == "p:3"
+    w._handle_custom_msg({"type": "select", "index": 0, "request": "x" * 65}, [])  # too long
+    w.wait(60)
+    assert w.view["index"] == 0 and w.view["request"] == "p:3"
+    w.close()
 
 
 def test_twenty_clicks_a_second_end_on_the_last(tiny_embedding, images):

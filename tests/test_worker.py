@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from famwidget.widget.worker import Stale, Worker
+from famwidget.widget.worker import Closed, Stale, Worker
 
 
 def test_newest_request_wins_and_queued_ones_are_dropped():
@@ -79,8 +79,11 @@ def test_close_stops_a_running_job_drops_the_queue_and_ends_the_thread():
     with pytest.raises(Stale):
         running.result(0)
     assert queued.cancelled()
-    late = worker.submit(lambda stale: "never")  # after close: cancelled, never run
-    assert late.cancelled()
+    ran = []
+    late = worker.submit(lambda stale: ran.append(1))  # after close: never run, and says why
+    with pytest.raises(Closed, match="the widget is closed: close\\(\\) ended its worker"):
+        late.result(1)
+    assert ran == []
     assert worker.close(timeout=1) is True  # closing twice is harmless
 
 

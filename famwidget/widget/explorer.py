@@ -69,8 +69,9 @@ class Explorer(anywidget.AnyWidget):
             the three most relevant features of the predicted class.
         classes: class names of a classifier: each thumbnail then shows the predicted class and
             its probability, marked as a match or a miss when ``labels`` are those names.
-        cache_bytes: bytes of explanations kept for instant re-display (default 256 MiB),
-            least recently used first out; activations are kept in float16 (``cache.py``).
+        cache_bytes: bytes of explanations kept for instant re-display (default 16 MiB,
+            ``cache.DEFAULT_CACHE_BYTES``), least recently used first out; activations are
+            kept in float16 (``cache.py``).
         **options: passed to ``fw.explain`` (method options).
     """
 
@@ -147,6 +148,7 @@ class Explorer(anywidget.AnyWidget):
         self._cache = ExplanationCache(cache_bytes)
         self._explanation: Explanation | None = None
         self._pending: Future | None = None
+        self._click: str | None = None  # the id of the newest click the page sent (see _request)
         self._interpreter = interpreter
         offered, notes = (
             (list(methods), {})
@@ -271,8 +273,10 @@ class Explorer(anywidget.AnyWidget):
 
     def close(self) -> None:
         worker = getattr(self, "_worker", None)
-        if worker is not None:
+        if worker is not None and not worker.closed:
             worker.close()
+            self.on_msg(self._on_message, remove=True)  # no handler is left behind
+            self.unobserve(self._on_choice, names=["method", "layer"])
         super().close()
 
     # -- computing explanations ------------------------------------------------------------
@@ -304,15 +308,20 @@ class Explorer(anywidget.AnyWidget):
         """The values of the key's extra parts (after index, method, layer) a page embeds."""
         return [()]
 
-    def _request(self, index: int) -> Future:
+    def _request(self, index: int, click: str | None = None) -> Future:
         """Make image ``index`` the newest request; its result alone may reach the screen.
 
         Under the worker's lock: the request supersedes every earlier one, then the screen
         shows the cached view, or the new image with no heatmap yet (so a partial map of the
-        new image is never drawn over the old one).
+        new image is never drawn over the old one). ``click`` is the page's id of the click
+        (``js/work.js``); every view carries the newest one as ``view["request"]``, so the
+        page ignores a view made before its newest click reached the kernel.
         """
+        self._worker.check_open()  # after close(): Closed, with nothing changed on screen
         key = self._key(index)
         with self._worker.lock:
+            if click is not None:
+                self._click = click
             if key in self._cache:
                 self._pending = self._worker.submit(lambda stale: None)
                 self._show(*self._cache[key])
@@ -340,6 +349,7 @@ class Explorer(anywidget.AnyWidget):
             "layer": self.layer,
             "pending": True,
             "caption": f"{self._captions[index]} · {self.method} …",
+            "request": self._click,
         }
         empty = {"heatmap": b"", "channels": b"", "channel_info": {}, "points": b""}
         return {"image": wire.encode_image(rgb), "view": view, **empty}
@@ -487,6 +497,7 @@ class Explorer(anywidget.AnyWidget):
         with self.hold_sync():
             for name, value in payload.items():
                 setattr(self, name, value)
+            self.view = {**self.view, "request": self._click}  # the click it answers
             self.selected = payload["view"]["index"]
             self.progress = 1.0
             self.error = ""
@@ -515,7 +526,8 @@ class Explorer(anywidget.AnyWidget):
         if kind == "select":
             index = content.get("index")
             if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < n:
-                self._request(index)
+                click = content.get("request")
+                self._request(index, click if isinstance(click, str) and len(click) <= 64 else None)
                 return
             problem = (
                 f"{{'type': 'select', 'index': i}} needs an int i in 0..{n - 1}, got {index!r}"

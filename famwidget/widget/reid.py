@@ -35,6 +35,8 @@ class ReIDExplorer(Explorer):
         gallery: ``(N,3,H,W)`` preprocessed, or raw images with ``preprocess``.
         query_id, gallery_ids: identities; when given, true matches are marked in the gallery.
         top: show only the ``top`` best-ranked gallery images.
+        map: the embedding map of the gallery (``None``: on with >= 20 results), coloured by
+            identity, rank or similarity to the query.
     """
 
     pair = t.Dict().tag(sync=True)
@@ -55,6 +57,7 @@ class ReIDExplorer(Explorer):
         top: int | None = None,
         output_key: OutputKey = None,
         method: str = "grad-fam",
+        map: bool | None = None,
         **kwargs: Any,
     ) -> None:
         query_in = [query] if preprocess is not None else query[None]
@@ -88,12 +91,14 @@ class ReIDExplorer(Explorer):
             display=g_rgb[order.numpy()],
             method=method,
             output_key=output_key,
+            map=False,  # set up below, from the features and scores computed here
             **kwargs,
         )
         scored = {"scores": [round(float(v), 4) for v in self.scores]}
         if ids is not None:
             scored["marks"] = ["match" if i == query_id else "miss" for i in ids]
         self.gallery = {**self.gallery, **scored}
+        self._map_setup(map, self._gallery_features, ids, "identity", self.scores, "similarity")
         self.observe(self._on_choice, names=["pair_target"])
 
     def _key(self, index: int) -> tuple:

@@ -5,7 +5,8 @@ sees ``stale()`` become true (long methods check it between batches and raise :c
 and its result is discarded by the caller. The kernel's main thread stays free meanwhile.
 
 ``close()`` makes every job stale at once (a running Score-FAM stops after its current batch),
-drops the queue, and ends the thread; a request made after it is cancelled, never run.
+drops the queue, and ends the thread; a request made after it is never run: its Future holds
+:class:`Closed` (``Explorer.select`` after ``close()`` raises it, saying so).
 """
 
 from __future__ import annotations
@@ -21,6 +22,16 @@ class Stale(Exception):
     """Raised inside a job that a newer request has superseded."""
 
 
+class Closed(RuntimeError):
+    """A request made after :meth:`Worker.close` (the widget was closed): it is never run."""
+
+
+CLOSED_MESSAGE = (
+    "the widget is closed: close() ended its worker thread, so nothing more is explained; "
+    "create a new fw.Explorer (or fw.explain) to explain more images"
+)
+
+
 class Worker:
     def __init__(self, name: str = "famwidget-worker") -> None:
         self._queue: queue.Queue = queue.Queue()
@@ -32,12 +43,18 @@ class Worker:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
+    def check_open(self) -> None:
+        """Raise :class:`Closed` after :meth:`close` (a request that would never run)."""
+        if self._closed:
+            raise Closed(CLOSED_MESSAGE)
+
     def submit(self, job: Callable[[Callable[[], bool]], Any]) -> Future:
-        """Queue ``job(stale)`` and make it the newest request; returns its Future."""
+        """Queue ``job(stale)`` and make it the newest request; returns its Future (after
+        :meth:`close`: a Future that raises :class:`Closed`, the job never runs)."""
         future: Future = Future()
         with self.lock:
             if self._closed:
-                future.cancel()
+                future.set_exception(Closed(CLOSED_MESSAGE))
                 return future
             self._latest += 1
             ticket = self._latest
@@ -68,6 +85,11 @@ class Worker:
                 future.set_result(job(stale))
             except BaseException as error:  # handed to the caller through the Future
                 future.set_exception(error)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called (no job runs any more)."""
+        return self._closed
 
     @property
     def alive(self) -> bool:

@@ -1,0 +1,171 @@
+// @vitest-environment jsdom
+import { describe, expect, it, vi } from "vitest";
+import { batches, colourSteps, decodeMap, inBox, mapPanel, nearest, transform } from "../../js/map.js";
+import { neighbourList } from "../../js/neighbours.js";
+
+// jsdom has no 2-D canvas: the map then keeps positions and counts but paints nothing.
+HTMLCanvasElement.prototype.getContext = () => null;
+
+/** A map buffer laid out as famwidget/widget/map_panel.py encode_map writes it. */
+function mapBuffer(xy, knn, sim, group, score) {
+  const n = xy.length / 2, k = knn ? knn.length / n : 0;
+  const out = new Uint8Array(n * (8 + 8 * k + 3) + 4).subarray(4); // a byteOffset, as hosts give
+  let at = 0;
+  const put = (typed) => { out.set(new Uint8Array(typed.buffer), at); at += typed.byteLength; };
+  put(new Float32Array(xy));
+  if (k) { put(new Uint32Array(knn)); put(new Float32Array(sim)); }
+  put(new Uint16Array(group));
+  put(new Uint8Array(score));
+  return new DataView(out.buffer, out.byteOffset, out.byteLength);
+}
+
+const XY = [0, 0, 1, 0, 0, 1, 1, 1];
+const KNN = [1, 2, 0, 3, 0, 3, 1, 2];
+const SIM = [0.9, 0.8, 0.9, 0.7, 0.8, 0.6, 0.7, 0.6];
+const INFO = { n: 4, k: 2, bounds: [0, 1, 0, 1], groups: ["a", "b"], group_name: "label",
+               colour_by: ["label", "rank", "score"], score_range: [0, 1] };
+
+function fakeModel(traits) {
+  return { traits, get: (name, fallback) => traits[name] ?? fallback,
+           setTrait: vi.fn((name, value) => { traits[name] = value; }) };
+}
+
+const frame = () => new Promise((resolve) => setTimeout(resolve, 30));
+
+describe("map buffer", () => {
+  it("decodes xy, the neighbour table, groups and scores at any byteOffset", () => {
+    const data = decodeMap(mapBuffer(XY, KNN, SIM, [0, 1, 1, 0], [0, 255, 128, 7]), INFO);
+    expect(Array.from(data.xy)).toEqual(XY);
+    expect(Array.from(data.knn)).toEqual(KNN);
+    expect(data.sim[3]).toBeCloseTo(0.7);
+    expect(Array.from(data.group)).toEqual([0, 1, 1, 0]);
+    expect(Array.from(data.score)).toEqual([0, 255, 128, 7]);
+    expect(decodeMap(new Uint8Array(10), INFO)).toBe(null);
+    const plain = decodeMap(mapBuffer(XY, null, null, [0, 0, 0, 0], [1, 2, 3, 4]), { n: 4, k: 0 });
+    expect(plain.knn).toBe(null);
+    expect(Array.from(plain.score)).toEqual([1, 2, 3, 4]);
+  });
+
+  it("colours by group, rank and score; batches points by colour", () => {
+    const data = decodeMap(mapBuffer(XY, KNN, SIM, [0, 1, 17, 0], [0, 255, 128, 7]), INFO);
+    expect(Array.from(colourSteps(data, "label").steps)).toEqual([0, 1, 1, 0]); // 17 wraps to 1
+    const rank = colourSteps(data, "rank");
+    expect(rank.steps[0]).toBe(0);
+    expect(rank.steps[3]).toBe(rank.colours.length - 1);
+    expect(colourSteps(data, "score").steps[1]).toBe(15);
+    const { order, starts } = batches(new Uint8Array([2, 0, 2, 1]), 3);
+    expect(Array.from(starts)).toEqual([0, 1, 2, 4]);
+    expect(Array.from(order)).toEqual([1, 3, 0, 2]);
+  });
+
+  it("fits the bounds, picks the nearest point and the points in a box", () => {
+    const t = transform([0, 1, 0, 1], 200, 100, { zoom: 1 });
+    expect([t.x(0.5), t.y(0.5)]).toEqual([100, 50]);
+    expect(t.y(1)).toBeLessThan(t.y(0)); // y up
+    const screen = new Float32Array([10, 10, 50, 50, 52, 49, 90, 90]);
+    expect(nearest(screen, 52, 50)).toBe(2);
+    expect(nearest(screen, 49, 50)).toBe(1);
+    expect(nearest(screen, 30, 30)).toBe(-1);
+    expect(inBox(screen, 0, 0, 60, 60)).toEqual([0, 1, 2]);
+    expect(inBox(screen, 60, 60, 40, 40)).toEqual([1, 2]); // any corner order
+  });
+
+  it("lists neighbours from the table, else from the kernel's trait", () => {
+    const data = decodeMap(mapBuffer(XY, KNN, SIM, [0, 0, 0, 0], [0, 0, 0, 0]), INFO);
+    expect(neighbourList(data, {}, 2).map((x) => x.index)).toEqual([0, 3]);
+    const plain = decodeMap(mapBuffer(XY, null, null, [0, 0, 0, 0], [0, 0, 0, 0]), { n: 4, k: 0 });
+    const trait = { of: 1, indices: [3, 0], scores: [0.5, 0.4] };
+    expect(neighbourList(plain, trait, 1)).toEqual([{ index: 3, score: 0.5 }, { index: 0, score: 0.4 }]);
+    expect(neighbourList(plain, trait, 2)).toEqual([]);
+  });
+});
+
+describe("map panel", () => {
+  function panel() {
+    const traits = { map_points: mapBuffer(XY, KNN, SIM, [0, 1, 1, 0], [0, 9, 99, 255]), map_info: INFO,
+                     selection: [], view: { index: 2 }, selected: 2, gallery: { n: 4, captions: ["p", "q", "r", "s"] } };
+    const model = fakeModel(traits);
+    const gallery = document.createElement("div");
+    for (let i = 0; i < 4; i++) {
+      const b = document.createElement("button");
+      b.className = "fw-thumb";
+      b.dataset.index = String(i);
+      gallery.append(b);
+    }
+    const pick = vi.fn(), pair = vi.fn();
+    const map = mapPanel({ get: model.get, setTrait: model.setTrait, pick, pair, gallery });
+    document.body.replaceChildren(map.el);
+    map.start();
+    return { map, model, pick, pair, gallery, canvas: map.el.querySelector("canvas.fw-map") };
+  }
+
+  const pointer = (canvas, type, x, y, shiftKey = false) =>
+    canvas.dispatchEvent(new MouseEvent(type, { clientX: x, clientY: y, shiftKey, bubbles: true }));
+
+  it("draws every point, tells where each is, lists the neighbours of the image on screen", async () => {
+    const { map, canvas, pair } = panel();
+    await frame();
+    expect(map.el.hidden).toBe(false);
+    expect(canvas.dataset.count).toBe("4");
+    const [a, b] = [canvas.fwPointPosition(0), canvas.fwPointPosition(3)];
+    expect(b.x).toBeGreaterThan(a.x);
+    expect(b.y).toBeLessThan(a.y);
+    expect(canvas.fwPointPosition(9)).toBe(null);
+    const items = [...map.el.querySelectorAll(".fw-neighbours .fw-neighbour[data-index]")];
+    expect(items.map((e) => e.dataset.index)).toEqual(["0", "3"]);
+    expect(items[0].textContent).toContain("0.800");
+    items[1].click();
+    expect(pair).toHaveBeenCalledWith(3, 2);
+    expect([...map.el.querySelectorAll(".fw-map-colour option")].map((o) => o.value))
+      .toEqual(["label", "rank", "score"]);
+  });
+
+  it("a click picks the point under it; shift+drag sets the selection; the gallery shows it", async () => {
+    const { map, canvas, pick, model, gallery } = panel();
+    await frame();
+    const p = canvas.fwPointPosition(1);
+    pointer(canvas, "pointerdown", p.x + 1, p.y);
+    pointer(canvas, "pointerup", p.x + 1, p.y);
+    expect(pick).toHaveBeenCalledWith(1);
+    const [lo, hi] = [canvas.fwPointPosition(2), canvas.fwPointPosition(1)]; // (0,1) and (1,0)
+    pointer(canvas, "pointerdown", lo.x - 5, lo.y - 5, true);
+    pointer(canvas, "pointermove", hi.x + 5, hi.y + 5, true);
+    pointer(canvas, "pointerup", hi.x + 5, hi.y + 5, true);
+    const chosen = model.traits.selection;
+    expect([...chosen].sort()).toEqual([0, 1, 2, 3]); // the box spans the whole map
+    for (const [names, fn] of map.handlers) if (names.includes("selection")) fn();
+    await frame();
+    expect(canvas.dataset.selected).toBe("4");
+    expect(gallery.querySelectorAll(".fw-in-selection").length).toBe(4);
+    model.traits.selection = [3];
+    for (const [names, fn] of map.handlers) if (names.includes("selection")) fn();
+    await frame();
+    expect([...gallery.querySelectorAll(".fw-in-selection")].map((e) => e.dataset.index)).toEqual(["3"]);
+  });
+
+  it("drag pans and the wheel zooms about the pointer", async () => {
+    const { canvas } = panel();
+    await frame();
+    const before = canvas.fwPointPosition(0);
+    pointer(canvas, "pointerdown", 100, 100);
+    pointer(canvas, "pointermove", 130, 90);
+    pointer(canvas, "pointerup", 130, 90);
+    const moved = canvas.fwPointPosition(0);
+    expect(moved.x - before.x).toBeCloseTo(30, 3);
+    expect(moved.y - before.y).toBeCloseTo(-10, 3);
+    const centre = canvas.fwPointPosition(3);
+    canvas.dispatchEvent(new WheelEvent("wheel", { deltaY: -400, clientX: centre.x, clientY: centre.y, cancelable: true }));
+    const zoomed = canvas.fwPointPosition(3);
+    expect(zoomed.x).toBeCloseTo(centre.x, 3); // the point under the pointer stays put
+    const far = canvas.fwPointPosition(0);
+    expect(Math.hypot(far.x - zoomed.x, far.y - zoomed.y))
+      .toBeGreaterThan(Math.hypot(moved.x - centre.x, moved.y - centre.y));
+  });
+
+  it("stays hidden with no map", () => {
+    const model = fakeModel({ map_info: {}, map_points: null });
+    const map = mapPanel({ get: model.get, setTrait: model.setTrait, pick() {}, pair() {}, gallery: document.createElement("div") });
+    map.start();
+    expect(map.el.hidden).toBe(true);
+  });
+});
