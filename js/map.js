@@ -169,7 +169,7 @@ export function mapPanel(ctx) {
     const names = i.groups || [];
     legend.replaceChildren(...names.slice(0, 24).map((name, g) => h("span", { class: "fw-map-key" },
       h("i", { style: { background: PALETTE[g % PALETTE.length] } }), name)),
-    names.length > 24 ? h("span", {}, `… ${names.length - 24} more`) : null);
+    ...(names.length > 24 ? [h("span", {}, `… ${names.length - 24} more`)] : []));
   }
 
   function schedule() {
@@ -329,6 +329,12 @@ export function mapPanel(ctx) {
     const i = anchor();
     const items = neighbourList(data, get("neighbours", {}), i);
     const v = get("view", {});
+    // a pair from the map: the other figure is the anchor image, not a query
+    const label = el.parentNode?.querySelector(".fw-pair-figure .fw-figure-label");
+    if (label) {
+      label.dataset.fwLabel ??= label.textContent;
+      label.textContent = v.anchor != null ? (get("gallery", {}).captions || [])[v.anchor] ?? `#${v.anchor}` : label.dataset.fwLabel;
+    }
     renderNeighbours(near, items, { gallery: get("gallery", {}), thumbs: get("thumbs", null), of: i,
       active: v.anchor != null ? v.index : -1, onPick: (j) => ctx.pair(j, i) });
   }

@@ -263,7 +263,7 @@ class MapPanel(t.HasTraits):
             "method": partner.method,
             "target": partner.target,
             "score": None if partner.scores is None else float(partner.scores[0]),
-            "targets": [],
+            "targets": ["similarity"],
         }
         if not hasattr(self, "_map_pairs"):
             self._map_pairs: dict[tuple, Explanation] = {}
