@@ -1,8 +1,8 @@
 // The gallery: one thumbnail per image (click to explain it), in a scroll area of bounded height,
 // sorted by index, label or score, filtered by label text, keyboard driven; any size.
 //
-// Virtualised: the thumbnails sit on a fixed grid, and only the rows in sight plus a margin are
-// in the DOM (10,000 images keep a few dozen elements). The pictures come with the `thumbs`
+// Virtualised: the thumbnails sit on a fixed grid, and beyond RENDER_ALL only the rows in sight
+// plus a margin are in the DOM (10,000 images keep a few dozen elements). The pictures come with the `thumbs`
 // trait (small galleries), or, when the gallery info says `paged`, in pages the kernel sends on
 // demand: the gallery asks {type: "thumbs", page} for the pages its rows need and the answer
 // {type: "thumbs", page, start, count, h, w} carries them in one binary buffer.
@@ -18,6 +18,9 @@ const CAPTION_H = 30; // padding, border, gap and the caption line
 export const MARGIN_ROWS = 3;
 /** Thumbnails rendered while the gallery has no layout yet (hidden, detached, jsdom). */
 export const UNLAID = 64;
+/** Galleries of at most this many thumbnails shown keep all of them in the DOM (as before:
+ * a test or a user script can click any `.fw-thumb[data-index]`); larger ones are virtualised. */
+export const RENDER_ALL = 512;
 
 /** The picture's CSS height for h x w thumbnails (kept between 16 and 128 px). */
 export function imageHeight(info) {
@@ -50,10 +53,12 @@ export function filteredOrder(info, by, text) {
 }
 
 /**
- * Which positions of the order to render: rows in sight of a viewport `top`..`top + height`
- * plus MARGIN_ROWS above and below; {from, to} (to exclusive). No layout (height 0): the first UNLAID.
+ * Which positions of the order to render: all of them up to RENDER_ALL, else the rows in sight
+ * of a viewport `top`..`top + height` plus MARGIN_ROWS above and below; {from, to} (to
+ * exclusive). No layout (height 0): the first UNLAID.
  */
 export function windowOf(count, cols, pitch, top, height) {
+  if (count <= RENDER_ALL) return { from: 0, to: count };
   if (!(height > 0)) return { from: 0, to: Math.min(count, UNLAID) };
   const first = Math.max(0, Math.floor(top / pitch) - MARGIN_ROWS);
   const last = Math.ceil((top + height) / pitch) + MARGIN_ROWS;
