@@ -145,6 +145,17 @@ class ReIDExplorer(Explorer):
     def _label(self, index: int) -> str:
         return f"result {self._captions[index]}"
 
+    @classmethod
+    def from_store(
+        cls, path: Any, model: nn.Module, query: Any, data: Any = None, **kwargs: Any
+    ) -> ReIDExplorer:
+        """``query`` against a gallery stored by ``fw.explain_dataset``, ranked by the stored
+        feature vectors, read lazily; stored maps show with no recomputing
+        (``famwidget.dataset.browse``: ``query_id``, ``gallery_ids``, ``top``, ``entries``)."""
+        from ..dataset.browse import reid_from_store
+
+        return reid_from_store(cls, path, model, query, data, **kwargs)
+
     @property
     def pair_explanation(self) -> Explanation | None:
         """The query's Explanation in the pair on screen (``explanation`` is the result's)."""
