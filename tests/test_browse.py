@@ -127,7 +127,9 @@ def test_reid_from_store_ranks_the_stored_features(stored, one_thread):
         hook.remove()
         entry = w.ranking[3]
         assert result.options["entry"] == entry, "the result's map is the stored one"
-        assert torch.allclose(result.heatmap[0], torch.from_numpy(store.heatmaps[entry] / 255).float())
+        assert torch.allclose(
+            result.heatmap[0], torch.from_numpy(store.heatmaps[entry] / 255).float()
+        )
         assert calls, "the query's own map is explained live"
         assert w.pair_explanation is not None and w.pair_explanation.target == "Embedding()"
         w.pair_target = "similarity"  # what the pair shares: live, with the query's features
