@@ -166,30 +166,91 @@ def auto_batch_size(images: Tensor, total: int) -> int:
     return int(max(1, min(size, total)))
 
 
+def constant_channels(activations: Tensor) -> Tensor:
+    """``(B,K)`` True where channel ``A_k`` of ``activations`` ``(B,K,h,w)`` is not constant."""
+    flat = activations.flatten(2)
+    span = flat.amax(dim=2) - flat.amin(dim=2)
+    return span > CONSTANT_TOLERANCE * flat.abs().amax(dim=2)
+
+
 def work_list(
-    activations: Tensor, max_channels: int | None = None
+    activations: Tensor, max_channels: int | None = None, among: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The (image, channel) pairs to score, strongest channels first.
 
     ``activations`` ``(B,K,h,w)`` → ``images`` ``(N,)``, ``channels`` ``(N,)`` (rank-major: the
     top channel of every image, then the second, ...; within an image, descending
     ``sum_ij A_k``) and ``valid`` ``(B,K)``, False for constant channels, which are left out.
-    ``max_channels``: only each image's ``max_channels`` strongest channels are listed.
+    ``max_channels``: only each image's ``max_channels`` strongest channels are listed;
+    ``among`` ``(B,K)`` bool: only these channels are listed (``budget``'s representatives).
     One host synchronisation (the size N).
     """
     batch, k = activations.shape[:2]
     flat = activations.flatten(2)
-    span = flat.amax(dim=2) - flat.amin(dim=2)
-    valid = span > CONSTANT_TOLERANCE * flat.abs().amax(dim=2)
-    energy = flat.sum(dim=2).masked_fill(~valid, float("-inf"))
+    valid = constant_channels(activations)
+    listed = valid if among is None else valid & among
+    energy = flat.sum(dim=2).masked_fill(~listed, float("-inf"))
     order = energy.argsort(dim=1, descending=True, stable=True)
     ranks = torch.arange(k, device=activations.device)[:, None]
-    counts = valid.sum(dim=1)
+    counts = listed.sum(dim=1)
     if max_channels is not None:
         counts = counts.clamp(max=max_channels)
     keep = ranks < counts[None, :]
     images = torch.arange(batch, device=activations.device).expand(k, batch)[keep]
     return images, order.t()[keep], valid
+
+
+GROUPING_ITERATIONS = 10
+"""Lloyd iterations of ``budget``'s k-means over the channel masks (it usually settles sooner)."""
+
+
+def group_channels(
+    activations: Tensor, valid: Tensor, budget: int, iterations: int = GROUPING_ITERATIONS
+) -> tuple[Tensor, Tensor]:
+    """Group each image's channels by mask similarity: ``assign`` ``(B,K)`` long, ``chosen``
+    ``(B,K)`` bool.
+
+    The masks ``minmax(A_k)`` at the layer's grid ``(h*w,)`` of the valid channels of an image
+    are clustered into ``budget`` groups by k-means (squared distance; started from the
+    ``budget`` strongest channels by energy ``sum_ij A_k``, so the result is deterministic).
+    Each group's representative is its member nearest the group's mean; ``assign[b, k]`` is
+    the representative of channel ``k`` (itself for representatives and for constant channels)
+    and ``chosen`` marks the representatives. An image with at most ``budget`` valid channels
+    keeps every channel as its own representative (the exact computation).
+    """
+    batch, k = activations.shape[:2]
+    flat = activations.flatten(2).float()
+    low = flat.amin(dim=2, keepdim=True)
+    span = (flat.amax(dim=2, keepdim=True) - low).clamp_min(torch.finfo(torch.float32).tiny)
+    masks = (flat - low) / span
+    energy = flat.sum(dim=2)
+    assign = torch.arange(k, device=activations.device).repeat(batch, 1)
+    chosen = valid.clone()
+    for b in range(batch):
+        members = valid[b].nonzero().squeeze(1)
+        if members.numel() <= budget:
+            continue
+        points = masks[b, members]
+        start = energy[b, members].argsort(descending=True, stable=True)[:budget]
+        centres = points[start].clone()
+        label = torch.cdist(points, centres).argmin(dim=1)
+        for _ in range(iterations):
+            sums = torch.zeros_like(centres).index_add_(0, label, points)
+            counts = torch.bincount(label, minlength=budget)
+            filled = counts > 0
+            centres[filled] = sums[filled] / counts[filled, None]
+            new = torch.cdist(points, centres).argmin(dim=1)
+            if torch.equal(new, label):
+                break
+            label = new
+        distance = torch.cdist(points, centres)
+        own = distance.masked_fill(label[:, None] != torch.arange(budget, device=label.device),
+                                   float("inf"))  # fmt: skip
+        representative = members[own.argmin(dim=0)]  # (budget,): empty groups are never used
+        assign[b, members] = representative[label]
+        chosen[b] = False
+        chosen[b, representative[label.unique()]] = True
+    return assign, chosen
 
 
 def channel_masks(
@@ -390,6 +451,7 @@ def score_fam(
     layout: str | None = None,
     grid: tuple[int, int] | None = None,
     max_channels: int | None = None,
+    budget: int | None = None,
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     method: str = "score-fam",
 ) -> Explanation:
@@ -464,6 +526,18 @@ def score_fam(
         isinstance(max_channels, bool) or not isinstance(max_channels, int) or max_channels < 1
     ):
         raise ValueError(f"max_channels must be None (all) or an int >= 1, got {max_channels!r}")
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, int) or budget < 1
+    ):
+        raise ValueError(
+            f"budget must be None (exact) or an int >= 1 (masked forwards per image), got "
+            f"{budget!r}"
+        )
+    if budget is not None and max_channels is not None:
+        raise ValueError(
+            "give budget= (every channel weighs in, scored through a similar channel) or "
+            "max_channels= (only the strongest channels weigh in), not both"
+        )
     if rules.score == "probability" and getattr(target, "kind", None) != "class":
         raise ValueError(
             f"score='probability' (convention='paper') needs a class target such as Predicted() "
@@ -477,6 +551,7 @@ def score_fam(
         "convention": rules.convention,
         "channels_last": use_cl,
         "autocast": None if autocast is None else str(autocast),
+        "budget": budget,
     }
     check_class_target(model, target, method)
     passes = len(images) if rules.weights == "relu-baseline" else 0
@@ -512,7 +587,7 @@ def score_fam(
                 layout=read.kind,
             )
 
-        final = score_channels(scorer, batch_size, build, on_progress, max_channels)
+        final = score_channels(scorer, batch_size, build, on_progress, max_channels, budget)
     reasons = score_reasons(activations, last["beta"], last["scores"], last["done"], rules.weights)
     return flag_degenerate(final, reasons)
 
@@ -560,29 +635,42 @@ def score_channels(
     build: Callable[[Tensor, Tensor, dict[str, Any]], Explanation],
     on_progress: ProgressFn | None,
     max_channels: int | None = None,
+    budget: int | None = None,
 ) -> Explanation:
     """Score every non-constant channel in batches; ``build(scores, done, extra)`` makes maps.
 
     ``max_channels``: only each image's strongest ``max_channels`` channels (by energy).
+    ``budget``: only each image's ``budget`` group representatives (:func:`group_channels`);
+    every channel then gets its representative's score.
 
     ``scores`` and ``done`` are ``(B,K)`` (float32 scores, which channels are scored so far);
     ``on_progress`` gets a partial Explanation after each batch, the final one is returned.
     """
     activations = scorer.activations
-    images, channels, _valid = work_list(activations, max_channels)
+    images, channels, valid = work_list(activations, max_channels)
+    assign = None
+    if budget is not None:
+        assign, chosen = group_channels(activations, valid, budget)
+        images, channels, valid = work_list(activations, None, among=chosen)
     total = images.numel()
     first = auto_batch_size(scorer.x, total) if batch_size is None else batch_size
     size = first
     scores = activations.new_zeros(activations.shape[:2])
     done = torch.zeros_like(scores, dtype=torch.bool)
+
+    def make(extra: dict[str, Any]) -> Explanation:
+        if assign is None:
+            return build(scores, done, extra)
+        return build(scores.gather(1, assign), done.gather(1, assign) & valid, extra)
+
     with torch.no_grad():
         for part, values, size in scored_batches(scorer, images, channels, first):
             where = (images[part], channels[part])
             scores.index_put_(where, values.to(scores.dtype))
             done.index_put_(where, torch.ones_like(values, dtype=torch.bool))
             if on_progress is not None:
-                on_progress(part.stop, total, build(scores, done, _extra(size, total)))
-        final = build(scores, done, _extra(size, total))
+                on_progress(part.stop, total, make(_extra(size, total)))
+        final = make(_extra(size, total))
     if on_progress is not None and total == 0:
         on_progress(0, 0, final)
     return final
