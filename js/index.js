@@ -29,8 +29,9 @@ function render({ model, el }) {
   return mount(model, el, undefined);
 }
 
-/** The widget on `el` for `model`; hostHint names the host when the caller knows it. */
-function mount(model, el, hostHint) {
+/** The widget on `el` for `model`; hostHint names the host when the caller knows it; nonce
+ * marks its <style> as the page's own (an exported page's Content-Security-Policy). */
+function mount(model, el, hostHint, nonce) {
   const ui = buildDom();
   const local = localState();
   const get = reader(model);
@@ -171,7 +172,7 @@ function mount(model, el, hostHint) {
     ["msg:custom", onMessage],
   ]);
 
-  ui.root.append(h("style", {}, css));
+  ui.root.append(h("style", { nonce: nonce || undefined }, css));
   el.replaceChildren(ui.root);
   const stopHost = followHost(ui.root, el, hostHint);
   syncControls(ui, get);
@@ -235,7 +236,7 @@ function buildDom() {
 
 /** Render the widget from a page's embedded payload, with no kernel (Explorer.to_html). */
 export function mountStandalone(el, payload) {
-  return mount(new StaticModel(payload), el, "standalone");
+  return mount(new StaticModel(payload), el, "standalone", payload.nonce);
 }
 
 export { shortNumber } from "./inspect.js";

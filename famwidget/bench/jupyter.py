@@ -17,9 +17,22 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 
 
+LOOPBACK = "127.0.0.1"
+"""The only address the token-less server binds: no other machine can reach it."""
+
+
 @contextlib.contextmanager
-def jupyterlab(root: pathlib.Path, timeout: float = 120) -> Iterator[str]:
-    """Start JupyterLab (it also serves Notebook 7) over ``root``; yields its URL."""
+def jupyterlab(root: pathlib.Path, timeout: float = 120, ip: str = LOOPBACK) -> Iterator[str]:
+    """Start JupyterLab (it also serves Notebook 7) over ``root``; yields its URL.
+
+    The server has no token and no password (the tests and the benchmark drive it), so it
+    binds ``127.0.0.1`` only: any other ``ip`` is refused before anything starts.
+    """
+    if ip != LOOPBACK:
+        raise ValueError(
+            f"this JupyterLab has no token or password, so it binds {LOOPBACK} only, not {ip!r}: "
+            "run `jupyter lab` yourself (with its token) to serve other addresses"
+        )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -70,12 +70,31 @@ def load_weights(path: str | pathlib.Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(p))
-    state = torch.load(p, map_location="cpu", weights_only=True)
+    state = safe_torch_load(p)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ValueError(f"{str(p)!r} does not hold a state dict (got {type(state).__name__})")
     return state
+
+
+def safe_torch_load(path: pathlib.Path) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors, dicts, lists and numbers only; a file
+    holding any other Python object (a pickle whose ``__reduce__`` would run code) is refused
+    before anything in it runs, with a ``ValueError`` that says so."""
+    import pickle
+    import re
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        first = f"it refers to {found.group(1)}" if found else "not a tensor file"
+        raise ValueError(
+            f"{str(path)!r} holds Python objects other than tensors ({first}); famwidget never "
+            "unpickles code from a file. Save tensors only: torch.save(model.state_dict(), "
+            "path) or safetensors.torch.save_file(state_dict, 'weights.safetensors')"
+        ) from None
 
 
 def load_data(spec: str) -> Any:
@@ -95,7 +114,7 @@ def load_data(spec: str) -> Any:
     if p.is_dir():
         return p
     if p.is_file() and p.suffix in (".pt", ".pth"):
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        obj = safe_torch_load(p)
         if isinstance(obj, torch.Tensor):
             return TensorSource(obj)
         if isinstance(obj, dict) and isinstance(obj.get("images"), torch.Tensor):

@@ -8,13 +8,16 @@ which also reads traits saved by earlier versions) and each widget's saved trait
 image stored once in a shared table: the last explanation, blending, colormaps and channel
 inspection all work from the file. Scripts that would fetch from the network (math and diagram
 renderers of the stock template) are left out; other widget libraries' outputs fall back to
-their text or image representation.
+their text or image representation. The page's Content-Security-Policy (``standalone.csp_meta``)
+lets only famwidget's mount script and the page's ``<style>`` elements run or apply: any other
+inline script (a notebook output's, the template's) is blocked.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import html
 import pathlib
 import re
 from typing import Any
@@ -23,6 +26,9 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 _REMOTE_SCRIPT = re.compile(r"<script\b[^>]*>(?:(?!</script>).)*?</script>", re.S | re.I)
 _URL = re.compile(r"""(src=["']|from\s+["']|import\s*\(\s*["'])https?://""", re.I)
+_STYLE = re.compile(r"<style\b(?![^>]*\bnonce=)", re.I)
+_HEAD = re.compile(r"<head\b[^>]*>", re.I)
+_STYLE_ATTRIBUTE = re.compile(r"""\sstyle\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.I)
 
 
 def famwidget_states(nb: Any) -> dict[str, dict[str, Any]]:
@@ -53,7 +59,7 @@ def export_notebook(
     import nbformat
     from nbconvert import HTMLExporter
 
-    from .standalone import Blobs, mount_point, mount_scripts, write_text
+    from .standalone import Blobs, csp_meta, mount_point, mount_scripts, new_nonce, write_text
 
     source = pathlib.Path(path)
     nb = nbformat.read(source, as_version=4)
@@ -83,7 +89,13 @@ def export_notebook(
         }
         for model_id, payload in states.items()
     }
-    script = mount_scripts(_page_bundle(saved_esm), models, blobs)
+    nonce = new_nonce()  # the page's own styles and mount script; nothing else runs
+    body = _STYLE.sub(f'<style nonce="{nonce}"', body)
+    head = _HEAD.search(body)
+    at = head.end() if head else 0
+    attributes = [html.unescape(a or b) for a, b in _STYLE_ATTRIBUTE.findall(body)]
+    body = body[:at] + csp_meta(nonce, attributes) + body[at:]
+    script = mount_scripts(_page_bundle(saved_esm), models, blobs, nonce)
     body = body.replace("</body>", script + "</body>") if "</body>" in body else body + script
     target = pathlib.Path(out) if out is not None else source.with_suffix(".html")
     return write_text(target, body)

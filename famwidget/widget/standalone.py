@@ -18,7 +18,9 @@ import html
 import json
 import os
 import pathlib
+import secrets
 import tempfile
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -100,7 +102,7 @@ def page_payload(widget: Explorer, methods: list[str], blobs: Blobs) -> dict[str
 MOUNT = """
 <script type="text/plain" id="fw-bundle">{bundle}</script>
 <script type="application/json" id="fw-states">{states}</script>
-<script type="module">
+<script type="module" nonce="{nonce}">
 const source = document.getElementById("fw-bundle").textContent;
 const url = URL.createObjectURL(new Blob([source], {{ type: "text/javascript" }}));
 const widget = await import(url);
@@ -109,7 +111,7 @@ for (const el of document.querySelectorAll(".fw-export[data-model]")) {{
   const payload = page.models[el.dataset.model];
   if (!payload) continue;
   el.replaceChildren();
-  widget.mountStandalone(el, {{ ...payload, blobs: page.blobs }});
+  widget.mountStandalone(el, {{ ...payload, blobs: page.blobs, nonce: page.nonce }});
 }}
 </script>
 """
@@ -123,21 +125,59 @@ def mount_point(model_id: str) -> str:
     )
 
 
-def mount_scripts(bundle_source: str, models: dict[str, Any], blobs: Blobs) -> str:
+def mount_scripts(
+    bundle_source: str, models: dict[str, Any], blobs: Blobs, nonce: str = ""
+) -> str:
     """The bundle (loaded from a Blob URL) and the page's state: ``{"blobs": [base64, ...],
-    "models": {model id: {traits, explanations}}}``, whose binary values are ``{"$blob": id}``
-    references into the one shared table."""
-    states = {"blobs": blobs.table, "models": models}
-    return MOUNT.format(bundle=bundle_source.replace("</", "<\\/"), states=_script_json(states))
+    "models": {model id: {traits, explanations}}, "nonce": ...}``, whose binary values are
+    ``{"$blob": id}`` references into the one shared table. ``nonce`` (:func:`new_nonce`) marks
+    the page's own inline code for its Content-Security-Policy (:func:`csp_meta`)."""
+    states = {"blobs": blobs.table, "models": models, "nonce": nonce}
+    return MOUNT.format(
+        bundle=bundle_source.replace("</", "<\\/"), states=_script_json(states), nonce=nonce
+    )
+
+
+def new_nonce() -> str:
+    """A fresh random nonce for one page (128 bits, URL-safe base64)."""
+    return secrets.token_urlsafe(16)
+
+
+def content_security_policy(nonce: str, style_attributes: Iterable[str] = ()) -> str:
+    """The policy of every page famwidget writes: nothing is loaded from anywhere, only the
+    page's own inline code runs (the script and styles marked with ``nonce``; the bundle that
+    script imports from a Blob URL), images come from ``data:``/``blob:`` only. A ``<script>``
+    in a label, or any other markup that is not the page's own, cannot run.
+    ``style_attributes``: the values of ``style="..."`` attributes the page has (an exported
+    notebook's outputs), allowed by their hashes."""
+    hashes = sorted({_sha256(value) for value in style_attributes})
+    styles = " ".join([f"'nonce-{nonce}'", *(["'unsafe-hashes'"] if hashes else []), *hashes])
+    return (
+        f"default-src 'none'; script-src 'nonce-{nonce}' blob:; style-src {styles}; "
+        "img-src data: blob:; font-src data:; base-uri 'none'; form-action 'none'"
+    )
+
+
+def _sha256(text: str) -> str:
+    digest = base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
+    return f"'sha256-{digest}'"
+
+
+def csp_meta(nonce: str, style_attributes: Iterable[str] = ()) -> str:
+    """The ``<meta http-equiv="Content-Security-Policy">`` element of a page (first in head)."""
+    policy = html.escape(content_security_policy(nonce, style_attributes))
+    return f'<meta http-equiv="Content-Security-Policy" content="{policy}">'
 
 
 PAGE = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+{csp}
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
-<style>body {{ margin: 24px; background: #fff; }} .fw-page-note {{ font: 13px system-ui,
+<style nonce="{nonce}">
+body {{ margin: 24px; background: #fff; }} .fw-page-note {{ font: 13px system-ui,
 sans-serif; color: #656d76; max-width: 860px; }}</style>
 </head>
 <body>
@@ -161,11 +201,14 @@ def page_html(
             raise ValueError(f"method {method!r} is not offered by this Explorer: {widget.methods}")
     blobs = Blobs()
     models = {"page": page_payload(widget, methods, blobs)}
+    nonce = new_nonce()
     text = PAGE.format(
+        csp=csp_meta(nonce),
+        nonce=nonce,
         title=html.escape(title),
         note=html.escape(note or "Made with famwidget: this page works offline, with no kernel."),
         mount=mount_point("page"),
-        scripts=mount_scripts(bundle(), models, blobs),
+        scripts=mount_scripts(bundle(), models, blobs, nonce),
     )
     return text, blobs
 
