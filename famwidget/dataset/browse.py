@@ -207,9 +207,12 @@ class _StoredMaps:
         return super()._explain_one(index, image, method, layer, target, stale, stream)
 
     def _view(self, index, rgb, explanation, caption):
-        if "store" in (explanation.options or {}):
-            caption = f"{caption} (stored)"
-        return super()._view(index, rgb, explanation, caption)
+        if "store" not in (explanation.options or {}):
+            return super()._view(index, rgb, explanation, caption)
+        payload = super()._view(index, rgb, explanation, f"{caption} (stored)")
+        view = payload["view"]  # the page's caption starts with the label: say it there too
+        payload["view"] = {**view, "label": f"{view['label']} (stored)", "stored": True}
+        return payload
 
 
 _CLASSES: dict[type, type] = {}
