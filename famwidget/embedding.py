@@ -83,12 +83,16 @@ def pca(feats: Tensor, dim: int = 2) -> PCA:
         raise ValueError(f"dim must be >= 1, got {dim}")
     n, d = x.shape
     mean = x.mean(dim=0)
-    centred = x - mean
-    cov = (centred.T @ centred).double() / max(n - 1, 1)
+    gram = x.new_zeros(d, d)
+    for chunk in x.split(8192):  # centred in blocks: exact, and no second (N,D) copy in memory
+        centred = chunk - mean
+        gram.addmm_(centred.T, centred)
+    cov = gram.double() / max(n - 1, 1)
     values, vectors = torch.linalg.eigh(cov)  # ascending
     values, vectors = values.flip(0).clamp_min(0), vectors.flip(1)
     total = float(values.sum())
-    if total <= 1e-12 * max(float(x.abs().max()) ** 2, 1e-30) or n < 2:
+    scale = float(cov.diagonal().sum()) + float(mean.double().square().sum())
+    if total <= 1e-12 * max(scale, 1e-30) or n < 2:
         warnings.warn(
             "every feature vector is the same: the map puts all points at one place",
             DegenerateMapWarning,
@@ -100,7 +104,7 @@ def pca(feats: Tensor, dim: int = 2) -> PCA:
     signs = comps.gather(1, pivot[:, None]).sign()
     signs[signs == 0] = 1
     comps = (comps * signs).to(x.dtype)
-    coords = centred @ comps.T
+    coords = torch.cat([(chunk - mean) @ comps.T for chunk in x.split(8192)])
     explained = values[:take] / total if total > 0 else torch.zeros(take, dtype=values.dtype)
     if take < dim:
         coords = torch.cat([coords, coords.new_zeros(n, dim - take)], dim=1)
@@ -166,9 +170,14 @@ def neighbour_table(feats: Tensor, k: int = 5, batch: int = 4096) -> tuple[Tenso
     return torch.cat(indices), torch.cat(scores)
 
 
-def neighbours(feats: Tensor, index: int, k: int = 5) -> tuple[Tensor, Tensor]:
-    """The ``k`` nearest neighbours of row ``index``: indices ``(k,)``, similarities ``(k,)``."""
-    x = F.normalize(_check(feats), dim=1)
+def neighbours(
+    feats: Tensor, index: int, k: int = 5, normalized: bool = False
+) -> tuple[Tensor, Tensor]:
+    """The ``k`` nearest neighbours of row ``index``: indices ``(k,)``, similarities ``(k,)``.
+
+    ``normalized=True``: ``feats`` rows already have unit norm (no normalised copy is made:
+    a query over 50,000 x 512 features is then one matrix-vector product)."""
+    x = feats.detach().float() if normalized else F.normalize(_check(feats), dim=1)
     if not -len(x) <= index < len(x):
         raise IndexError(f"index {index} is out of range for {len(x)} feature vectors")
     index %= len(x)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-BENCHMARKS = ["scorefam", "fixations", "widget"]
+BENCHMARKS = ["scorefam", "fixations", "widget", "embedding"]
 
 
 def available() -> list[str]:

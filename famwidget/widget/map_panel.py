@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 import traitlets as t
 from torch import Tensor
 
@@ -144,6 +145,7 @@ class MapPanel(t.HasTraits):
         if len(features) != n:
             raise ValueError(f"got {len(features)} feature vectors for {n} images")
         self._map_features = features.detach().float()
+        self._map_unit = F.normalize(self._map_features, dim=1)  # for each neighbour query
         coords = embedding.project(self._map_features, projection, **projection_options)
         groups = self._captions if groups is None else [str(g) for g in groups]
         if len(groups) != n:
@@ -193,7 +195,7 @@ class MapPanel(t.HasTraits):
         """The ``k`` (default: the map's) nearest images to ``index`` by cosine similarity."""
         if self._map_features is None:
             raise ValueError("this widget has no map: create it with map=True")
-        idx, sim = embedding.neighbours(self._map_features, index, k or self._map_k)
+        idx, sim = embedding.neighbours(self._map_unit, index, k or self._map_k, normalized=True)
         return [(int(i), round(float(s), 4)) for i, s in zip(idx, sim, strict=True)]
 
     def explain_pair(self, index: int, other: int, wait: bool = True) -> Explanation | None:

@@ -1,6 +1,6 @@
 // @vitest-environment jsdom
 import { describe, expect, it, vi } from "vitest";
-import { batches, colourSteps, decodeMap, inBox, mapPanel, nearest, transform } from "../../js/map.js";
+import { colourSteps, decodeMap, inBox, mapPanel, nearest, packColours, paintPoints, transform } from "../../js/map.js";
 import { neighbourList } from "../../js/neighbours.js";
 
 // jsdom has no 2-D canvas: the map then keeps positions and counts but paints nothing.
@@ -46,16 +46,31 @@ describe("map buffer", () => {
     expect(Array.from(plain.score)).toEqual([1, 2, 3, 4]);
   });
 
-  it("colours by group, rank and score; batches points by colour", () => {
+  it("colours by group, rank and score", () => {
     const data = decodeMap(mapBuffer(XY, KNN, SIM, [0, 1, 17, 0], [0, 255, 128, 7]), INFO);
     expect(Array.from(colourSteps(data, "label").steps)).toEqual([0, 1, 1, 0]); // 17 wraps to 1
     const rank = colourSteps(data, "rank");
     expect(rank.steps[0]).toBe(0);
     expect(rank.steps[3]).toBe(rank.colours.length - 1);
     expect(colourSteps(data, "score").steps[1]).toBe(15);
-    const { order, starts } = batches(new Uint8Array([2, 0, 2, 1]), 3);
-    expect(Array.from(starts)).toEqual([0, 1, 2, 4]);
-    expect(Array.from(order)).toEqual([1, 3, 0, 2]);
+  });
+
+  it("paints each point as a square of its colour; a selection on top, the rest faded", () => {
+    const packed = packColours(["#ff0000", "rgb(0,0,255)"]);
+    expect(packed[0]).toBe(0xff0000ff); // RGBA bytes in memory: ff 00 00 ff
+    expect(packColours(["#000000"], 0.5)[0]).toBe(0xff808080);
+    const faded = packColours(["#ff0000", "rgb(0,0,255)"], 0.7);
+    const pixels = new Uint32Array(20 * 10);
+    const screen = new Float32Array([5, 5, 15, 5]);
+    paintPoints(pixels, 20, 10, screen, 1, new Uint8Array([0, 1]), packed, faded, null, 2);
+    expect(pixels[5 * 20 + 5]).toBe(packed[0]);
+    expect(pixels[4 * 20 + 14]).toBe(packed[1]);
+    expect(pixels[0]).toBe(0);
+    expect(pixels.filter((p) => p === packed[0]).length).toBe(16); // 4 x 4 device px
+    paintPoints(pixels, 20, 10, screen, 1, new Uint8Array([0, 1]), packed, faded, new Uint8Array([0, 1]), 2);
+    expect(pixels[5 * 20 + 5]).toBe(faded[0]);
+    expect(pixels[5 * 20 + 15]).toBe(packed[1]);
+    expect(pixels[2 * 20 + 12]).toBe(0xff222222); // the selected point's border
   });
 
   it("fits the bounds, picks the nearest point and the points in a box", () => {
