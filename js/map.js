@@ -80,8 +80,10 @@ export function paintPoints(pixels, width, height, screen, dpr, steps, packed, f
   const square = (i, half, colour) => {
     const cx = Math.round(screen[2 * i] * dpr), cy = Math.round(screen[2 * i + 1] * dpr);
     const x0 = Math.max(0, cx - half), x1 = Math.min(width, cx + half);
-    for (let y = Math.max(0, cy - half), y1 = Math.min(height, cy + half); y < y1; y++) {
-      pixels.fill(colour, y * width + x0, Math.max(y * width + x0, y * width + x1));
+    const y0 = Math.max(0, cy - half), y1 = Math.min(height, cy + half);
+    for (let y = y0; y < y1; y++) {
+      const row = y * width;
+      for (let x = x0; x < x1; x++) pixels[row + x] = colour;
     }
   };
   const n = steps.length;
