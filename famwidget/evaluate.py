@@ -3,6 +3,7 @@
     python -m famwidget.evaluate                 # flowers + reid, every method, default n
     python -m famwidget.evaluate --choices       # also Score-FAM's [choice] options on reid
     python -m famwidget.evaluate --cases flowers reid ssl -n 16 --methods grad-fam fixations
+    python -m famwidget.evaluate --cases se_flowers vit_flowers vit_reid   # the modern models
 
 Cases (held-out data the zoo never trained on, exact masks of the parts that decide the label):
 
@@ -11,6 +12,14 @@ Cases (held-out data the zoo never trained on, exact masks of the parts that dec
 - ``reid``: ``reid_net`` on unseen identities; methods explain ``Embedding()``; metrics score
   ``cos(f(x'), f(x))``; mask = the identity parts (shirt, shoes, bag, hat).
 - ``ssl``: ``ssl_net`` (SimCLR, no labels) on held-out flowers; ``Embedding()``; mask = petals.
+- ``se_flowers``, ``vit_flowers``: ``se_flower_net`` (squeeze-excitation MBConv CNN) and
+  ``vit_flower_net`` (vision transformer, class token) as ``flowers``.
+- ``vit_reid``: ``vit_reid_net`` (vision transformer, class-token embedding) as ``reid``.
+
+The cases are rows of ``CASE_TABLE`` (model, data, what is explained); ``MODERN_CASES`` are the
+transformer and SE ones. On the classifier cases vebi's Interpreter is fitted first (240 training
+flowers, ``tau=5``) and explains the predicted class; its randomisation check keeps the fitted
+channels and re-initialises the model under them.
 
 Rows are case x method (each method of ``fw.methods()`` whose default target is of the case's
 kind, so the CAM methods on the classifier and the FAM methods on the embeddings; methods that
@@ -41,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import csv
 import io
 import json
@@ -63,8 +73,34 @@ from .api import explain, method_info, methods
 from .maps import minmax, upsample
 from .targets import Embedding, Predicted, Target
 
-CASES = ("flowers", "reid", "ssl")
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """A row of the case table: the zoo model, the held-out data, and what is explained.
+
+    ``data``: ``"flowers"`` (held-out flowers, mask = petals) or ``"persons"`` (unseen
+    identities, mask = shirt, shoes, bag, hat); ``kind``: ``"class"`` (explain ``Predicted()``,
+    score its probability) or ``"embedding"`` (explain ``Embedding()``, score the cosine).
+    """
+
+    model: str
+    data: str
+    kind: str
+
+
+CASE_TABLE: dict[str, CaseSpec] = {
+    "flowers": CaseSpec("flower_net", "flowers", "class"),
+    "reid": CaseSpec("reid_net", "persons", "embedding"),
+    "ssl": CaseSpec("ssl_net", "flowers", "embedding"),
+    "se_flowers": CaseSpec("se_flower_net", "flowers", "class"),
+    "vit_flowers": CaseSpec("vit_flower_net", "flowers", "class"),
+    "vit_reid": CaseSpec("vit_reid_net", "persons", "embedding"),
+}
+CASES = tuple(CASE_TABLE)
 DEFAULT_CASES = ("flowers", "reid")
+MODERN_CASES = ("se_flowers", "vit_flowers", "vit_reid")
+INTERPRETER_FIT = {"n": 240, "seed": 5, "tau": 5.0}
+"""vebi's Interpreter: fitted on ``flowers(n, seed=seed)`` (training data) with ``tau``."""
 DEFAULT_N = 64
 RANDOMISATION_IMAGES = 16
 """Images of each row that the (repeated) randomisation check explains."""
@@ -123,44 +159,68 @@ class Case:
     score: Target
     kind: str
     labels: list[str] = field(default_factory=list)
+    fitted: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def interpreter(self, model: nn.Module | None = None) -> Any:
+        """vebi's :class:`~famwidget.Interpreter` of the case's model, fitted once (see
+        ``INTERPRETER_FIT``); for another ``model`` (a randomised copy) the same fitted
+        channels read from that model."""
+        if "interpreter" not in self.fitted:
+            from .data import flowers
+            from .explainers.interpretation import Interpreter
+
+            train = flowers(INTERPRETER_FIT["n"], seed=INTERPRETER_FIT["seed"])
+            x = self.model.preprocess.batch(train.images).to(self.images.device)
+            interp = Interpreter(self.model, tau=INTERPRETER_FIT["tau"])
+            self.fitted["interpreter"] = interp.fit(x, torch.as_tensor(train.labels))
+        interp = self.fitted["interpreter"]
+        if model is None or model is interp.model:
+            return interp
+        other = copy.copy(interp)
+        other.model = model
+        return other
 
 
 def load_case(name: str, n: int = DEFAULT_N, device: str | torch.device = "cpu") -> Case:
-    """The evaluation case ``name`` (one of ``CASES``) with ``n`` held-out images."""
+    """The evaluation case ``name`` (one of ``CASES``, a row of ``CASE_TABLE``) with ``n``
+    held-out images."""
     from . import zoo
     from .zoo import heldout
 
-    if name in ("flowers", "ssl"):
+    spec = CASE_TABLE.get(name)
+    if spec is None:
+        raise ValueError(f"unknown case {name!r}; available: {', '.join(CASES)}")
+    if spec.data == "flowers":
         ds = heldout.flower_test("single", n)
         images, masks = ds.images, ds.masks
         labels = [ds.classes[i] for i in ds.labels]
-        if name == "flowers":
-            model, target, kind = zoo.flower_net(device=device), Predicted(), "class"
-            score: Target = metrics.Probability(target)
-        else:
-            model, target, kind = zoo.ssl_net(device=device), Embedding(), "embedding"
-            score = target
-    elif name == "reid":
+    else:
         split = heldout.person_split(train=False)
         pick = np.linspace(0, len(split.images) - 1, n).round().astype(int)
         images, masks = split.images[pick], split.masks[pick]
         labels = [f"id {i} cam {c}" for i, c in zip(split.ids[pick], split.cams[pick], strict=True)]
-        model, target, kind = zoo.reid_net(device=device), Embedding(), "embedding"
-        score = target
+    model = zoo.load(spec.model, device=device)
+    if spec.kind == "class":
+        target: Target = Predicted()
+        score: Target = metrics.Probability(target)
     else:
-        raise ValueError(f"unknown case {name!r}; available: {', '.join(CASES)}")
+        target = score = Embedding()
     x = model.preprocess.batch(images).to(device)
     m = torch.from_numpy(np.ascontiguousarray(masks)).to(device)
-    return Case(name, model, x, m, images, target, score, kind, labels)
+    return Case(name, model, x, m, images, target, score, spec.kind, labels)
+
+
+SUPPLIED = {"interpreter": "class"}
+"""What the evaluation supplies to methods that need it, and for which case kind."""
 
 
 def applicable(method: str, kind: str) -> bool:
     """Whether ``method``'s default target is of ``kind`` (a method that chooses its own
-    target, such as fixations, applies to every case; one that needs a fitted object, such as
-    vebi's Interpreter, is evaluated on its own)."""
+    target, such as fixations, applies to every case; vebi, which needs a fitted Interpreter,
+    to the classifiers, where the case fits one)."""
     info = method_info(method)
     if info.requires:
-        return False
+        return all(SUPPLIED.get(need) == kind for need in info.requires)
     return info.default_target is None or info.default_target().kind == kind
 
 
@@ -177,6 +237,10 @@ class Run:
         """Heatmaps ``(B,H,W)`` of ``images`` for ``model`` (the case's or a randomised copy)."""
         if self.method == RANDOM:
             return random_maps(images, seed=0)
+        if "interpreter" in method_info(self.method).requires:
+            options = {"interpreter": case.interpreter(model), **self.options}
+            exp = explain(model, images, method=self.method, **options)
+            return exp.heatmap.detach().float()
         exp = explain(
             model,
             images,
@@ -364,6 +428,125 @@ def evaluate_choices(
     return rows
 
 
+BLOCK_CASES = ("vit_flowers", "vit_reid")
+
+
+def block_layers(model: nn.Module) -> list[str]:
+    """Every transformer block's output and the same tokens after the LayerNorm that reads
+    them next (the next block's ``norm1``; the final ``norm`` after the last block), in order:
+    ``["blocks.0", "blocks.1.norm1", "blocks.1", ..., "blocks.3", "norm"]`` for the zoo ViTs."""
+    blocks = [f"blocks.{n}" for n, _ in model.blocks.named_children()]
+    after = [f"{b}.norm1" for b in blocks[1:]] + ["norm"]
+    return [name for pair in zip(blocks, after, strict=True) for name in pair]
+
+
+def evaluate_blocks(
+    cases: Sequence[str] = BLOCK_CASES,
+    n: int = DEFAULT_N,
+    device: str | torch.device | None = None,
+    out: str | pathlib.Path | None = None,
+    *,
+    methods: Sequence[str] | None = None,
+    log: Callable[[str], None] | None = None,
+    **settings: Any,
+) -> list[dict[str, Any]]:
+    """The FAM/CAM methods (those that take ``layer=``, applicable to the case) on every layer
+    of :func:`block_layers` of the transformer ``cases``, fp32, then the random reference; the
+    rows' ``options`` name the layer. Saved as ``blocks.json`` / ``blocks.csv`` under ``out``.
+    This is how ``layout.default_layer_name``'s choice was measured (randomisation check off:
+    ``randomisation_images=0`` unless given)."""
+    device = _device(device)
+    how = Settings(**{"randomisation_images": 0, **settings})
+    rows = []
+    for name in cases:
+        case = load_case(name, n, device)
+        names = [
+            m
+            for m in (methods if methods is not None else _methods())
+            if method_info(m).needs_layer and applicable(m, case.kind)
+        ]
+        layers = block_layers(case.model)
+        runs = [Run(m, "fp32", {"layer": layer}) for m in names for layer in layers]
+        rows += evaluate_runs(case, [*runs, Run(RANDOM)], how, log)
+    if out is not None:
+        save(rows, out, "blocks", _describe(how, device, n))
+    return rows
+
+
+def _methods() -> list[str]:
+    return list(methods())
+
+
+ATTENTION_RULES = ("value", "weight")
+"""The attention rules of CNN Fixations compared by ``--fixation-rules``: ``value`` (the rule
+``fixations`` follows: the token ``j`` with the largest ``s * a_ij * v_jd``) and ``weight``
+(the token with the largest attention weight ``a_ij``, whatever its value)."""
+
+
+@contextlib.contextmanager
+def attention_rule(name: str):
+    """Within the block, CNN Fixations routes ``scaled_dot_product_attention`` by rule
+    ``name`` (one of ``ATTENTION_RULES``); a measurement tool, restored on exit."""
+    if name not in ATTENTION_RULES:
+        raise ValueError(f"attention rule must be one of {ATTENTION_RULES}, not {name!r}")
+    from .explainers import fixation_rules as rules
+
+    saved = rules.SDPA
+    if name == "weight":
+        rules.SDPA = type(saved)(saved.name, _sdpa_by_weight, saved.sources, needs_values=True)
+    try:
+        yield
+    finally:
+        rules.SDPA = saved
+
+
+def _sdpa_by_weight(walk: Any, node: Any, points: Tensor) -> list:
+    """The ``weight`` rule: each point ``(…, i, d)`` moves to the value ``(…, j, d)`` of the
+    token ``j`` with the largest attention weight ``a_ij`` (no mask, not causal, as the zoo)."""
+    from .explainers.fixation_walk import ravel, sign_of, with_sign
+
+    q, k, v = (walk.arg(node, i, key) for i, key in enumerate(("query", "key", "value")))
+    value = node.args[2] if len(node.args) > 2 else node.kwargs.get("value")
+    if walk.arg(node, 3, "attn_mask") is not None or walk.arg(node, 5, "is_causal", False):
+        raise ValueError("the weight rule is measured on unmasked attention only")
+    scale = walk.arg(node, 6, "scale") or 1 / math.sqrt(q.shape[-1])
+    a = ((q.float() @ k.float().transpose(-2, -1)) * scale).softmax(dim=-1)
+    coords = points[:, :-1]
+    row = ravel(coords[:, :-2], a.shape[:-2])
+    j = a.reshape(-1, a.shape[-2], a.shape[-1])[row, coords[:, -2]].argmax(dim=1)
+    out = coords.clone()
+    out[:, -2] = j
+    return [(value, with_sign(out, sign_of(v[tuple(out.T)])))]
+
+
+def evaluate_fixation_rules(
+    cases: Sequence[str] = BLOCK_CASES,
+    n: int = DEFAULT_N,
+    device: str | torch.device | None = None,
+    out: str | pathlib.Path | None = None,
+    *,
+    log: Callable[[str], None] | None = None,
+    **settings: Any,
+) -> list[dict[str, Any]]:
+    """CNN Fixations with each of ``ATTENTION_RULES`` on the transformer ``cases`` (options
+    ``attention=<rule>``), then the random reference; saved as ``fixation_rules.json`` /
+    ``.csv`` under ``out``."""
+    device = _device(device)
+    how = Settings(**settings)
+    rows = []
+    for name in cases:
+        case = load_case(name, n, device)
+        for rule in ATTENTION_RULES:
+            with attention_rule(rule):
+                row = evaluate_runs(case, [Run("fixations")], how, log)[0]
+            row["options"] = f"attention={rule}"
+            rows.append(row)
+        rows += evaluate_runs(case, [Run(RANDOM)], how, log)
+    if out is not None:
+        save(rows, out, "fixation_rules", _describe(how, device, n))
+    return rows
+
+
 def evaluate_runs(
     case: Case, runs: Sequence[Run], how: Settings, log: Callable[[str], None] | None = None
 ) -> list[dict[str, Any]]:
@@ -495,7 +678,13 @@ def parser() -> argparse.ArgumentParser:
         "models and data: print a table and save it as JSON and CSV.",
     )
     p.add_argument("--methods", nargs="+", default=None, help="default: every applicable one")
-    p.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), choices=CASES)
+    p.add_argument(
+        "--cases",
+        nargs="*",
+        default=list(DEFAULT_CASES),
+        choices=CASES,
+        help="the main table's cases (none given: only the comparisons asked for)",
+    )
     p.add_argument("-n", type=int, default=DEFAULT_N, help="held-out images per case")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("evaluation-output"))
@@ -510,6 +699,17 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--choices", action="store_true", help="also compare Score-FAM's options on reid"
+    )
+    p.add_argument(
+        "--blocks",
+        action="store_true",
+        help="also compare the FAM/CAM methods on every transformer block, before and after "
+        f"its norm, on {' and '.join(BLOCK_CASES)}",
+    )
+    p.add_argument(
+        "--fixation-rules",
+        action="store_true",
+        help=f"also compare the attention rules of fixations on {' and '.join(BLOCK_CASES)}",
     )
     return p
 
@@ -530,13 +730,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         log=lambda s: print(s, flush=True),
     )
     start = time.perf_counter()
-    rows = evaluate(args.methods, args.cases, **common)
-    print()
-    print(format_table(rows, f"famwidget evaluate: n={args.n} images per case"))
+    if args.cases:
+        rows = evaluate(args.methods, args.cases, **common)
+        print()
+        print(format_table(rows, f"famwidget evaluate: n={args.n} images per case"))
     if args.choices:
         choices = evaluate_choices("reid", **common)
         print()
         print(format_table(choices, "Score-FAM [choice] options on reid (fp32)"))
+    if args.blocks:
+        blocks = evaluate_blocks(BLOCK_CASES, methods=args.methods, **common)
+        print()
+        print(format_table(blocks, "FAM/CAM methods on each transformer block (fp32)"))
+    if args.fixation_rules:
+        rules = evaluate_fixation_rules(BLOCK_CASES, **common)
+        print()
+        print(format_table(rules, "CNN Fixations' attention rules (fp32)"))
     print(f"\nsaved under {args.out.resolve()} in {time.perf_counter() - start:.0f} s")
     return 0
 
