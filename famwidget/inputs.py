@@ -234,3 +234,23 @@ def check_gradients(method: str) -> None:
             "torch.inference_mode(); call fw.explain outside it, or use method='score-fam' / "
             "'score-cam' / 'fixations', which need no gradients"
         )
+
+
+def stack_images(images: list[Any], what: str = "preprocess") -> Tensor:
+    """``[(C,H,W), ...]`` (what ``preprocess`` returned for each raw image) → ``(B,C,H,W)``;
+    refuses a non-tensor or images of different sizes, naming the first that differs."""
+    for i, image in enumerate(images):
+        if not isinstance(image, Tensor):
+            raise TypeError(
+                f"{what} must return a (3,H,W) float tensor per image; for image {i} it "
+                f"returned {type(image).__name__}"
+            )
+    first = tuple(images[0].shape) if images else ()
+    for i, image in enumerate(images):
+        if tuple(image.shape) != first:
+            raise ValueError(
+                f"images of different sizes in one gallery: {what} gave image 0 the shape "
+                f"{first} and image {i} {tuple(image.shape)}; every image needs the same size: "
+                "resize them in preprocess (e.g. torchvision.transforms.Resize((H, W)))"
+            )
+    return torch.stack(images)

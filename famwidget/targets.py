@@ -237,6 +237,11 @@ class Similarity(Target):
     def __init__(self, reference: Tensor, name: str | None = None) -> None:
         if not isinstance(reference, Tensor):
             raise TypeError("Similarity(reference) needs a tensor embedding (D,) or (B,D)")
+        if reference.device.type == "meta":
+            raise ValueError(
+                "Similarity(reference) is on the meta device (a shape, no values); give the "
+                "reference embedding's values, e.g. computed by the model on 'cpu'"
+            )
         self.reference = reference.detach()
         self.name = name
 

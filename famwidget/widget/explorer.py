@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ..api import check_images, default_layer, explain, method_info, methods, model_device
 from ..explanation import Explanation, to_uint8_rgb
+from ..inputs import stack_images
 from ..tap import preserved, resolve_layer, spatial_layers
 from ..targets import Target
 from . import compare, wire
@@ -666,7 +667,7 @@ def _inputs(
         raw = list(images)
         if not raw:
             raise ValueError("images is empty: the gallery needs at least one image")
-        tensors = check_images(torch.stack([preprocess(im) for im in raw]))
+        tensors = check_images(stack_images([preprocess(im) for im in raw]))
     H, W = tensors.shape[-2:]
     if display is not None:
         shown = np.asarray(display)

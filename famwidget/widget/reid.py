@@ -60,6 +60,11 @@ class ReIDExplorer(Explorer):
         map: bool | None = None,
         **kwargs: Any,
     ) -> None:
+        if preprocess is None and isinstance(query, Tensor) and query.dim() != 3:
+            raise ValueError(
+                f"query must be one preprocessed image (3,H,W), got shape {tuple(query.shape)}; "
+                "the gallery holds the batch (give query[0] for a batch of one)"
+            )
         query_in = [query] if preprocess is not None else query[None]
         q_shown = None if query_display is None else np.asarray(query_display)[None]
         q_tensor, q_rgb = _inputs(query_in, preprocess, q_shown)
