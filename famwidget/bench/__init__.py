@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-BENCHMARKS = ["scorefam", "fixations", "widget", "embedding"]
+BENCHMARKS = ["scorefam", "fixations", "widget", "embedding", "scorefam_budget", "memory"]
 
 
 def available() -> list[str]:
