@@ -47,3 +47,31 @@ export function toUint16(value) {
   if (bytes.byteOffset % 2 === 0) return new Uint16Array(bytes.buffer, bytes.byteOffset, n);
   return new Uint16Array(bytes.slice(0, 2 * n).buffer);
 }
+
+const ITEM = { uint8: 1, uint16: 2, float16: 2, float32: 4 };
+
+/**
+ * A buffer as the array it declares: {data, shape} with data a Uint8Array (uint8), Uint16Array
+ * (uint16), or Float32Array (float16 decoded, float32), all little-endian. Throws an Error when
+ * the shape or dtype is not one it knows, or when the byte length does not match the shape
+ * (the same check as famwidget/widget/wire.py decode): never a wrong shape.
+ */
+export function decodeArray(value, shape, dtype = "uint8") {
+  if (!Object.hasOwn(ITEM, dtype)) throw new Error(`famwidget: unknown dtype ${String(dtype)}`);
+  if (!Array.isArray(shape) || !shape.every((n) => Number.isSafeInteger(n) && n >= 0)) {
+    throw new Error(`famwidget: a shape is a list of integers >= 0, got ${JSON.stringify(shape)}`);
+  }
+  const bytes = toBytes(value);
+  const need = shape.reduce((a, n) => a * n, 1) * ITEM[dtype];
+  if (bytes.byteLength !== need) {
+    throw new Error(`famwidget: a ${dtype} buffer of shape [${shape}] has ${need} bytes, this one ${bytes.byteLength}`);
+  }
+  if (dtype === "uint8") return { data: bytes, shape };
+  if (dtype === "uint16") return { data: toUint16(bytes), shape };
+  if (dtype === "float16") return { data: float16ToFloat32(bytes), shape };
+  const copy = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
+  const view = new DataView(copy.buffer, copy.byteOffset, copy.byteLength);
+  const data = new Float32Array(need / 4);
+  for (let i = 0; i < data.length; i++) data[i] = view.getFloat32(4 * i, true);
+  return { data, shape };
+}

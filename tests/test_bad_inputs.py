@@ -99,6 +99,7 @@ def explain_dataset(m: nn.Module, data, tmp: pathlib.Path, **kw):
 
 
 # (id, call(model, tmp_path), exception types, pattern the message must match)
+# fmt: off
 CASES = [
     # -- fw.explain: images
     ("2-d image", lambda m, t: fw.explain(m, X[0, 0]), ValueError, r"\(B,3,H,W\).*\(16, 16\)"),
@@ -196,6 +197,7 @@ CASES = [
     ("dataset NaN", lambda m, t: explain_dataset(m, nan_image(), t, on_error="stop"),
      Exception, r"NaN"),
 ]
+# fmt: on
 
 
 def raised_in_famwidget(error: BaseException) -> bool:

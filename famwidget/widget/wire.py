@@ -23,16 +23,48 @@ MAX_SIDE = 512
 THUMBS_BUDGET = 400_000
 
 
+DTYPES = {"uint8": np.dtype("u1"), "uint16": np.dtype("<u2"), "float32": np.dtype("<f4")}
+"""The dtypes a buffer may hold (little-endian), by the name the frontend's decoder uses."""
+
+
+def decode(data: bytes, shape: tuple[int, ...], dtype: str = "uint8") -> np.ndarray:
+    """The array ``shape`` of ``dtype`` that ``data`` holds (what ``js/buffers.js``
+    ``decodeArray`` does in the browser); a length that does not match is refused."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, not {dtype!r}")
+    if any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in shape):
+        raise ValueError(f"shape must be a tuple of ints >= 0, got {shape!r}")
+    need = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype].itemsize
+    if len(data) != need:
+        raise ValueError(
+            f"a {dtype} buffer of shape {tuple(shape)} has {need} bytes, this one {len(data)}"
+        )
+    return np.frombuffer(data, DTYPES[dtype]).reshape(shape)
+
+
 def encode_heatmap(heatmap: Tensor) -> bytes:
-    """``(H,W)`` float in [0,1] → H*W uint8 bytes (value * 255, rounded)."""
-    h = heatmap.detach().float().cpu().clamp(0, 1)
-    return (h * 255 + 0.5).to(torch.uint8).numpy().tobytes()
+    """``(H,W)`` float in [0,1] → H*W uint8 bytes (value * 255, rounded; values outside
+    [0,1] are clipped). NaN/Inf or another rank is refused (the map would be unreadable)."""
+    if not isinstance(heatmap, Tensor) or heatmap.dim() != 2 or not heatmap.is_floating_point():
+        got = tuple(heatmap.shape) if isinstance(heatmap, Tensor) else type(heatmap).__name__
+        raise ValueError(f"a heatmap to send must be a float tensor (H,W), got {got}")
+    h = heatmap.detach().float().cpu()
+    if not bool(torch.isfinite(h).all()):
+        bad = int((~torch.isfinite(h)).sum())
+        raise ValueError(f"the heatmap has {bad} NaN/Inf value(s) of {h.numel()}: not sent")
+    return (h.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy().tobytes()
 
 
 def encode_image(rgb: np.ndarray) -> bytes:
     """``(H,W,3)`` uint8 → H*W*3 bytes."""
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an (H,W,3) uint8 image, got {rgb.dtype} {rgb.shape}")
+    if (
+        not isinstance(rgb, np.ndarray)
+        or rgb.dtype != np.uint8
+        or rgb.ndim != 3
+        or (rgb.shape[2] != 3)
+    ):
+        got = f"{rgb.dtype} {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+        raise ValueError(f"expected an (H,W,3) uint8 image, got {got}")
     return np.ascontiguousarray(rgb).tobytes()
 
 
@@ -54,6 +86,13 @@ def encode_channels(
         return b"", {**empty, "scale": [], "names": []}
     a = activations.detach().float().cpu()
     w = weights.detach().float().cpu()
+    if a.dim() != 3 or w.shape != (a.shape[0],):
+        raise ValueError(
+            f"channels to send must be activations (K,h,w) with weights (K,), got "
+            f"{tuple(a.shape)} and {tuple(w.shape)}"
+        )
+    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(w).all())):
+        raise ValueError("the activations or weights to send hold NaN/Inf values")
     k_all = a.shape[0]
     rank = (w.abs() * a.mean(dim=(1, 2)).abs()).argsort(descending=True)[: min(top, k_all)]
     a, w = a[rank], w[rank]
@@ -97,6 +136,8 @@ def encode_points(points: Tensor | None) -> bytes:
     if points is None or len(points) == 0:
         return b""
     p = points.detach().cpu().numpy()
+    if p.ndim != 2 or p.shape[1] != 2 or not np.issubdtype(p.dtype, np.integer):
+        raise ValueError(f"fixation points must be (N,2) integers (y, x), got {p.dtype} {p.shape}")
     if p.min() < 0 or p.max() > np.iinfo(np.uint16).max:
         raise ValueError("fixation points must lie in 0..65535")
     return p.astype("<u2").tobytes()
