@@ -136,3 +136,22 @@ def test_gram_form_and_statistics_reject_bad_inputs():
     stats.add(torch.ones(4, 3), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="rows of 5 features after rows of 3"):
         stats.add(torch.ones(4, 5), torch.zeros(4, dtype=torch.long))
+
+
+def test_a_small_fit_of_wide_features_keeps_rows_until_they_outnumber_the_features(monkeypatch):
+    from famwidget.explainers import lasso
+
+    monkeypatch.setattr(lasso, "GRAM_MAX_DIM", 10)
+    torch.manual_seed(3)
+    X = torch.rand(30, 20, dtype=torch.float64)
+    y = torch.arange(30) % 3
+    Y = torch.nn.functional.one_hot(y).double()
+    stats = GramStatistics()
+    stats.add(X[:12], y[:12])
+    assert stats.gram is None and stats.count == 12 and stats.dim == 20, "rows, no (D,D)"
+    classes, W = stats.solve(1.5)
+    assert classes.tolist() == [0, 1, 2]
+    assert torch.allclose(W, constrained_lasso(X[:12], Y[:12], 1.5), atol=1e-9)
+    stats.add(X[12:], y[12:])  # 30 rows > 20 features: the Gram form from here on
+    assert stats.gram is not None and stats.count == 30
+    assert torch.allclose(stats.solve(1.5)[1], constrained_lasso(X, Y, 1.5), atol=1e-7)

@@ -188,19 +188,25 @@ class GramStatistics:
 
     ``gram`` ``(D,D)`` is ``XᵀX``, ``sums[c]`` ``(D,)`` the sum of the rows of class ``c``
     (the column ``c`` of ``XᵀY`` for one-hot ``Y``) and ``count`` the number of rows, all in
-    float64 on the device of the first batch. The rows themselves are never kept, so a
+    float64 on the device of the first batch. The rows themselves are not kept, so a
     training set of any size is fitted in the memory of one ``(D,D)`` matrix, and the
     statistics of several processes add up (:meth:`all_reduce`) to those of all their rows.
+    Only while there are fewer rows than features and ``D > GRAM_MAX_DIM`` (a wide layer set
+    and a small fit, where ``(D,D)`` would be the larger) the rows are kept instead and
+    solved as rows; they turn into the Gram form once they outnumber the features.
     """
 
     def __init__(self) -> None:
         self.gram: Tensor | None = None
         self.sums: dict[int, Tensor] = {}
         self.count = 0
+        self._rows: list[tuple[Tensor, Tensor]] = []
 
     @property
     def dim(self) -> int | None:
         """``D``, the length of a feature vector (``None`` before the first batch)."""
+        if self._rows:
+            return int(self._rows[0][0].shape[1])
         return None if self.gram is None else int(self.gram.shape[0])
 
     def add(self, X: Tensor, labels: Tensor) -> None:
@@ -210,11 +216,29 @@ class GramStatistics:
                 f"need rows (B,D) and one label per row (B,), got {tuple(X.shape)} and "
                 f"{tuple(labels.shape)}"
             )
-        if self.gram is not None and X.shape[1] != self.gram.shape[0]:
+        if self.dim is not None and X.shape[1] != self.dim:
             raise ValueError(f"rows of {X.shape[1]} features after rows of {self.dim}")
-        X = X.to(torch.float64)
-        if self.gram is None:
-            self.gram = torch.zeros(X.shape[1], X.shape[1], dtype=torch.float64, device=X.device)
+        d = int(X.shape[1])
+        labels = labels.to(X.device)
+        if self.gram is None and d > GRAM_MAX_DIM and self.count + X.shape[0] < d:
+            self._rows.append((X.detach().clone(), labels))
+            self.count += int(X.shape[0])
+            return
+        self._to_gram(X.device, d)
+        self._accumulate(X, labels)
+
+    def _to_gram(self, device: torch.device, d: int) -> None:
+        """Start the Gram form (and fold the rows kept so far into it)."""
+        if self.gram is not None:
+            return
+        self.gram = torch.zeros(d, d, dtype=torch.float64, device=device)
+        rows, self._rows = self._rows, []
+        self.count -= sum(int(x.shape[0]) for x, _ in rows)
+        for x, y in rows:
+            self._accumulate(x, y)
+
+    def _accumulate(self, X: Tensor, labels: Tensor) -> None:
+        X = X.to(device=self.gram.device, dtype=torch.float64)
         self.gram += X.T @ X
         classes, column = torch.unique(labels.to(X.device), sorted=True, return_inverse=True)
         per_class = torch.zeros(len(classes), X.shape[1], dtype=X.dtype, device=X.device)
@@ -241,6 +265,8 @@ class GramStatistics:
         """
         import torch.distributed as dist
 
+        if self._rows:  # the ranks add up Gram matrices
+            self._to_gram(self._rows[0][0].device, self.dim)
         mine = {
             "failure": None if failure is None else f"{type(failure).__name__}: {failure}",
             "dim": self.dim,
@@ -288,8 +314,15 @@ class GramStatistics:
     ) -> tuple[Tensor, Tensor]:
         """``classes`` ``(C,)`` (sorted labels) and ``W`` ``(D,C)`` float64 of the lasso with
         budget ``tau`` on the one-hot targets (:func:`constrained_lasso_gram`)."""
-        if self.count == 0 or self.gram is None:
+        if self.count == 0:
             raise ValueError("fit got no images")
+        if self._rows:
+            X = torch.cat([x for x, _ in self._rows])
+            y = torch.cat([y for _, y in self._rows])
+            classes, column = torch.unique(y, sorted=True, return_inverse=True)
+            Y = torch.nn.functional.one_hot(column, len(classes)).to(torch.float64)
+            W = constrained_lasso(X, Y, tau, max_iter=max_iter, tol=tol)
+            return classes.to(X.device), W
         classes = sorted(self.sums)
         W = constrained_lasso_gram(self.gram, self.cross(classes), tau, max_iter=max_iter, tol=tol)
         return torch.tensor(classes, device=self.gram.device), W
