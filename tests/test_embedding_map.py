@@ -65,6 +65,24 @@ def test_map_is_on_by_default_for_embedding_models_with_20_images(pictures, one_
         w.close()
 
 
+class NaNFeatures(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean(dim=(2, 3)) * float("nan")
+
+
+def test_a_default_map_that_cannot_be_made_warns_and_the_widget_still_works(pictures):
+    with pytest.warns(UserWarning, match="no embedding map: .*non-finite"):
+        w = fw.Explorer(NaNFeatures(), pictures)
+    assert w.map_info == {} and w.gallery["n"] == 24
+    w.close()
+    with pytest.raises(ValueError, match="non-finite"):  # asked for: the error itself
+        fw.Explorer(NaNFeatures(), pictures, map=True)
+
+
 def test_map_buffer_holds_pca_coords_and_the_cosine_neighbours(pictures, one_thread):
     model = backbone()
     w = fw.Explorer(model, pictures, labels=[f"c{i % 3}" for i in range(24)], map=True)

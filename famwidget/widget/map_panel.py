@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import traceback as tb
+import warnings
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -133,8 +134,15 @@ class MapPanel(t.HasTraits):
         ``scores`` ``(N,)`` for the continuous one (default: the feature norm).
         """
         n = len(self._inputs)
-        if enabled is None:
-            enabled = n >= MAP_MIN_IMAGES and not has_classes(self._model)
+        if enabled is None:  # on by default: a map that cannot be made must not stop the widget
+            if n < MAP_MIN_IMAGES or has_classes(self._model):
+                return
+            try:
+                self._map_setup(True, features, groups, group_name, scores, score_name,
+                                projection, k, **projection_options)  # fmt: skip
+            except (ValueError, RuntimeError) as error:
+                warnings.warn(f"no embedding map: {error}", stacklevel=3)
+            return
         if not enabled:
             return
         if k < 1:
