@@ -7,7 +7,7 @@
 // demand: the gallery asks {type: "thumbs", page} for the pages its rows need and the answer
 // {type: "thumbs", page, start, count, h, w} carries them in one binary buffer.
 import { toBytes } from "./buffers.js";
-import { drawRGB, h } from "./dom.js";
+import { h } from "./dom.js";
 
 /** Layout of one cell (CSS pixels): the picture is IMAGE_W wide, the caption under it. */
 export const IMAGE_W = 64;
@@ -173,61 +173,91 @@ export class VirtualGallery {
     this.render();
   }
 
-  /** Put the thumbnails in sight (plus a margin) in the DOM, and only those. */
+  /**
+   * Put the thumbnails in sight (plus a margin) in the DOM, and only those. Elements that leave
+   * the window are reused for those that enter it (no new canvas, context or button per frame).
+   */
   render() {
     const cols = this.columns();
     const { from, to } = windowOf(this.order.length, cols, this.pitchY, this.box.scrollTop, this.box.clientHeight);
-    const wanted = new Set();
+    const focused = this.box.ownerDocument.activeElement;
+    const wanted = new Map();
+    for (let at = from; at < to; at++) wanted.set(this.order[at], at);
+    const free = [];
+    for (const [index, el] of this.rendered) {
+      if (wanted.has(index)) continue;
+      if (el === focused) { el.style.top = "-10000px"; continue; } // kept (out of sight) for the keyboard
+      this.rendered.delete(index);
+      free.push(el);
+    }
     let added = 0;
-    for (let at = from; at < to; at++) {
-      const index = this.order[at];
-      wanted.add(index);
+    for (const [index, at] of wanted) {
       let el = this.rendered.get(index);
       if (!el) {
-        el = this.thumb(index);
+        el = free.pop() || this.create();
+        this.bind(el, index);
         this.rendered.set(index, el);
-        this.space.append(el);
+        if (el.parentNode !== this.space) this.space.append(el);
         added++;
       }
       const left = `${(at % cols) * this.pitchX}px`, top = `${Math.floor(at / cols) * this.pitchY}px`;
       if (el.style.left !== left) el.style.left = left;
       if (el.style.top !== top) el.style.top = top;
     }
-    for (const [index, el] of this.rendered) {
-      if (!wanted.has(index) && el !== this.box.ownerDocument.activeElement) {
-        el.remove();
-        this.rendered.delete(index);
-      } else if (!wanted.has(index)) {
-        el.style.top = "-10000px"; // focused: kept (out of sight) so the keyboard does not lose it
-      }
-    }
+    for (const el of free) el.remove();
     this.box.dataset.rendered = String(this.rendered.size);
     this.box.dataset.waiting = String(this.store.waiting);
     // new thumbnails in the DOM: whoever marks thumbnails (e.g. the map's selection) marks them too
     if (added) this.box.dispatchEvent(new CustomEvent("fw-rendered", { detail: { added } }));
   }
 
-  thumb(index) {
+  /** One thumbnail element (bound to an index by bind). */
+  create() {
+    const canvas = h("canvas", { class: "fw-thumb-image" });
+    const el = h("button", { class: "fw-thumb", type: "button" }, canvas, h("span", { class: "fw-thumb-caption" }));
+    el.addEventListener("click", () => this.onPick(Number(el.dataset.index)));
+    return el;
+  }
+
+  /** Make `el` thumbnail `index`: its caption, mark, selection and picture. */
+  bind(el, index) {
     const { captions = [], marks = [] } = this.info;
-    const canvas = h("canvas", { class: "fw-thumb-image",
-                                 style: { width: `${IMAGE_W}px`, height: `${this.imageH}px` } });
-    const el = h("button",
-      { class: "fw-thumb", type: "button", dataset: { index }, title: captions[index] || `image ${index}`,
-        style: { width: `${CELL_W}px`, height: `${this.pitchY - GAP}px` }, onclick: () => this.onPick(index) },
-      canvas, h("span", { class: "fw-thumb-caption" }, captions[index] || String(index)));
-    if (marks[index]) el.classList.add(`fw-mark-${marks[index]}`);
+    el.dataset.index = String(index);
+    el.title = captions[index] || `image ${index}`;
+    el.className = marks[index] ? `fw-thumb fw-mark-${marks[index]}` : "fw-thumb";
+    el.style.width = `${CELL_W}px`;
+    el.style.height = `${this.pitchY - GAP}px`;
+    el.lastChild.textContent = captions[index] || String(index);
+    el.firstChild.style.width = `${IMAGE_W}px`;
+    el.firstChild.style.height = `${this.imageH}px`;
     if (index === this.selected) { el.classList.add("fw-selected"); el.setAttribute("aria-current", "true"); }
+    else el.removeAttribute("aria-current");
     this.paint(el, index);
     return el;
   }
 
+  thumb(index) { return this.bind(this.create(), index); }
+
   paint(el, index) {
     const bytes = this.store.bytes(index);
+    const canvas = el.firstChild;
+    const { h: th, w: tw } = this.store;
+    if (canvas.width !== tw) canvas.width = tw;
+    if (canvas.height !== th) canvas.height = th;
+    const ctx = canvas.getContext("2d");
     if (bytes) {
-      drawRGB(el.firstChild, bytes, this.store.h, this.store.w);
+      if (ctx) {
+        if (!this.scratch || this.scratch.width !== tw || this.scratch.height !== th) this.scratch = ctx.createImageData(tw, th);
+        const data = this.scratch.data;
+        for (let i = 0, n = th * tw; i < n; i++) {
+          data[4 * i] = bytes[3 * i]; data[4 * i + 1] = bytes[3 * i + 1]; data[4 * i + 2] = bytes[3 * i + 2]; data[4 * i + 3] = 255;
+        }
+        ctx.putImageData(this.scratch, 0, 0);
+      }
       delete el.dataset.loading;
       return;
     }
+    if (ctx) ctx.clearRect(0, 0, tw, th); // a reused element must not show its last picture
     el.dataset.loading = "";
     const page = this.store.pageOf(index);
     if (this.store.ask(page)) this.send({ type: "thumbs", page });

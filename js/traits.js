@@ -4,7 +4,8 @@
 
 /**
  * @typedef {DataView|ArrayBuffer|Uint8Array} Buffer  binary trait (hosts differ in the type)
- * @typedef {Object} GalleryInfo  {n, h, w, captions: string[], marks: string[], scores?: number[]}
+ * @typedef {Object} GalleryInfo  {n, h, w, captions: string[], marks: string[], scores?: number[],
+ *   paged?: true, page_size?, pages?} (paged: no `thumbs`; pages come as {type: "thumbs"} messages)
  * @typedef {Object} ViewInfo  {h, w, index, label, method, layer, target, score, caption,
  *   pending?, failed?, cancelled?}
  * @typedef {Object} ChannelInfo  {k, h, w, ids, names, weights, lo, scale}
