@@ -128,6 +128,7 @@ weights = {
     "loader": fw.Interpreter(model, tau=5).fit(loader).weights,
 }
 loaded = sorted(seen.seen)
+weights["one batch"] = fw.Interpreter(model, tau=5).fit(x[:16], y[:16], batch_size=16).weights
 weights["sampler"] = fw.Interpreter(model, tau=5).fit(by_sampler).weights
 padded = torch.utils.data.DataLoader(
     torch.utils.data.TensorDataset(x[:63], y[:63]),
@@ -186,6 +187,9 @@ def test_interpreter_fit_under_two_ranks_equals_the_single_process_fit(tmp_path,
     for way in ("tensor", "loader"):  # the same batches of 16 as the single process
         assert two[way].shape == single.weights.shape, way
         assert (two[way] - single.weights).abs().max() <= 1e-6, way
+    # one batch for two ranks: rank 1 has nothing to add and still takes part in the reduction
+    few = fw.Interpreter(model, tau=5).fit(x[:16], y[:16], batch_size=16)
+    assert (two["one batch"] - few.weights).abs().max() <= 1e-6
     # The sampler's batches hold every other image: float32 convolutions of other batches
     # differ by ~1e-7 and this 64-image lasso (D=384) amplifies that about 100 times.
     assert (two["sampler"] - single.weights).abs().max() <= 1e-4

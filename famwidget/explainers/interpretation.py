@@ -217,6 +217,8 @@ def rank_batches(
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         block = _block(-(-images.shape[0] // batch_size), rank, size)
         start, stop = block.start * batch_size, block.stop * batch_size
+        if not len(block):  # fewer batches than ranks: this one adds nothing
+            return iter(()), True
         part = None if y is None else y[start:stop]
         return _batches(images[start:stop], part, batch_size), True
     loader = data if isinstance(data, torch.utils.data.DataLoader) else None
