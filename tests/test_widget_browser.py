@@ -6,20 +6,28 @@ from __future__ import annotations
 import json
 
 import nbformat
+import numpy as np
 import pytest
 from browser import (
     READY,
+    assert_shows,
     canvas_digest,
     check_blend_and_hover,
     check_download,
     check_legend,
     check_no_op_change,
     click_thumb_and_wait,
+    expected_view,
+    paints,
+    pixels,
+    record_paints,
     set_range,
 )
 from playwright.sync_api import Page
 
+import famwidget as fw
 from famwidget.bench.jupyter import jupyterlab, run_all, wait_for_kernel
+from famwidget.widget import wire
 
 pytestmark = pytest.mark.browser
 
@@ -59,7 +67,103 @@ def test_quickstart_widget(page: Page, jupyter_server, screenshots, frontend):
         png.save(screenshots / "lab-download.png")
 
 
-STREAMING = """
+def write_notebook(path, *cells: str) -> None:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nbformat.write(nb, path)
+
+
+def kernel_maps(setup: str, method: str, indices, **options) -> dict[int, tuple]:
+    """What the kernel computes for image ``i`` of the notebook's ``setup`` (run here too: the
+    same seed gives the same model and images): ``{i: (heat bytes as on the wire, points)}``."""
+    space: dict = {}
+    exec(setup, space)
+    model, x = space["model"], space["x"]
+    out = {}
+    for i in indices:
+        exp = fw.explain(model, x[i : i + 1], method, **options)
+        points = None if exp.points is None else exp.points[0].numpy()
+        out[i] = (wire.encode_heatmap(wire.resize_map(exp.heatmap[0], x.shape[-2:])), points)
+    return out
+
+
+PIXELS_SETUP = """
+import torch, famwidget as fw
+torch.manual_seed(0)
+model = torch.nn.Sequential(
+    torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+    torch.nn.Conv2d(16, 16, 3, stride=2, padding=1), torch.nn.ReLU(),
+    torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+)
+x = torch.rand(4, 3, 48, 64)
+"""
+PIXELS_WIDGET = """
+w = fw.Explorer(model, x, methods=["grad-fam", "fixations"])
+w
+"""
+
+
+def test_the_canvas_shows_the_kernels_maps(page: Page, jupyter_server, jupyter_root, screenshots):
+    """At alpha 1 the canvas is the colormapped heat bytes the kernel computed for the clicked
+    image (and another image's for another click); the threshold shows the image below it;
+    side by side shows the plain image; fixation points are painted where the kernel put them."""
+    write_notebook(jupyter_root / "pixels.ipynb", PIXELS_SETUP + PIXELS_WIDGET)
+    page.set_default_timeout(120_000)
+    page.goto(f"{jupyter_server}/lab/tree/pixels.ipynb?reset")
+    wait_for_kernel(page)
+    run_all(page)
+    page.wait_for_selector(".famwidget .fw-thumb[data-index='3']")
+    expected = kernel_maps(PIXELS_SETUP, "grad-fam", (1, 2))
+    set_range(page, "input.fw-alpha", 1)
+    views = {}
+    for i in (1, 2):
+        click_thumb_and_wait(page, i)
+        views[i] = pixels(page)
+        assert_shows(views[i], expected_view(expected[i][0], 48, 64), f"grad-fam of image {i}")
+    changed = (views[1] != views[2]).any(axis=-1).mean()
+    assert changed > 0.5, f"two images, two maps: only {changed:.0%} of the pixels differ"
+
+    # the threshold: below it the image unchanged, above it the map
+    set_range(page, "input.fw-alpha", 0)
+    image = pixels(page)
+    set_range(page, "input.fw-alpha", 1)
+    set_range(page, "input.fw-threshold", 0.5)
+    heat = np.frombuffer(expected[2][0], dtype=np.uint8).reshape(48, 64)
+    below = (heat < 0.5 * 255)[..., None]
+    want = np.where(below, image[..., :3], expected_view(heat, 48, 64))
+    assert 0.1 < below.mean() < 0.9, "the threshold splits this map"
+    assert_shows(pixels(page), want, "threshold 0.5")
+    set_range(page, "input.fw-threshold", 0)
+
+    # side by side: the plain image beside the view, which keeps its map
+    page.check("input.fw-side-toggle")
+    page.wait_for_selector(".fw-side-by-side canvas.fw-side", state="visible")
+    assert np.array_equal(pixels(page, "canvas.fw-side"), image)
+    assert_shows(pixels(page), expected_view(heat, 48, 64), "the view beside the image")
+    page.screenshot(path=screenshots / "lab-pixels-side-by-side.png")
+    page.uncheck("input.fw-side-toggle")
+
+    # fixations: a white dot (in a dark frame) on every point the kernel found
+    page.select_option("select.fw-method", "fixations")
+    page.wait_for_function(
+        "() => { const r = document.querySelector('.famwidget'); return r.dataset.state ==="
+        " 'ready' && r.querySelector('.fw-caption').textContent.toLowerCase()"
+        ".includes('fixations'); }"
+    )
+    points = kernel_maps(PIXELS_SETUP, "fixations", (2,))[2][1]
+    assert points is not None and len(points) >= 1
+    view = pixels(page)
+    white = (view[..., :3] == 255).all(axis=-1)
+    assert white[points[:, 0], points[:, 1]].all(), "every fixation point is painted white"
+    dots = {(y, x) for y, x in points.tolist()}
+    assert white.sum() == len(dots), "white only at the points (jet has no white)"
+    below = [(y + 1, x) for y, x in dots if y + 1 < 48 and (y + 1, x) not in dots]
+    frame = np.asarray([view[y, x, :3] for y, x in below])
+    assert len(below) and frame.max() < 120, "a dark frame around each point"
+    page.screenshot(path=screenshots / "lab-pixels-fixations.png")
+
+
+STREAMING_SETUP = """
 import torch, famwidget as fw
 torch.manual_seed(0)
 model = torch.nn.Sequential(
@@ -67,23 +171,29 @@ model = torch.nn.Sequential(
     torch.nn.Conv2d(96, 96, 3, stride=2, padding=1), torch.nn.ReLU(),
     torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
 )
-w = fw.Explorer(model, torch.rand(4, 3, 64, 64), method="score-fam", batch_size=4)
+x = torch.rand(4, 3, 64, 64)
+"""
+STREAMING = (
+    STREAMING_SETUP
+    + """
+w = fw.Explorer(model, x, method="score-fam", batch_size=4)
 w.stream_interval = 0  # this tiny model is fast: stream every partial map
 w
 """
+)
 
 
 def test_score_fam_streams_progress_before_ready(
     page: Page, jupyter_server, jupyter_root, screenshots
 ):
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(STREAMING)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
-    nbformat.write(nb, jupyter_root / "streaming.ipynb")
+    write_notebook(jupyter_root / "streaming.ipynb", STREAMING)
     page.set_default_timeout(120_000)
     page.goto(f"{jupyter_server}/lab/tree/streaming.ipynb?reset")  # no other restored tabs
     wait_for_kernel(page)
     run_all(page)
     page.wait_for_selector(".famwidget .fw-thumb[data-index='1']")
+    set_range(page, "input.fw-alpha", 1)
+    record_paints(page)
     page.evaluate(
         """() => {
         const root = document.querySelector('.famwidget');
@@ -102,6 +212,16 @@ def test_score_fam_streams_progress_before_ready(
     assert len(set(partial)) >= 3, f"progress values: {seen}"
     assert partial == sorted(partial), "progress only moves forward"
     assert seen[-1] == 1
+    # partial maps reach the canvas: several pictures before the final one, none the image alone
+    painted = paints(page)
+    final = painted[-1]["hash"]
+    placeholder = painted[0]["hash"]  # the clicked image with no map yet
+    partial = {p["hash"] for p in painted if p["state"] == "computing"} - {placeholder, final}
+    assert len(partial) >= 2, f"{len(partial)} partial maps painted: {painted}"
+    # and the final picture is Score-FAM's map of image 1 as the kernel computes it
+    heat = kernel_maps(STREAMING_SETUP, "score-fam", (1,), batch_size=4)[1][0]
+    view = pixels(page)
+    assert_shows(view, expected_view(heat, 64, 64), "score-fam of image 1")
     page.screenshot(path=screenshots / "lab-score-fam-done.png")
 
 
