@@ -590,8 +590,9 @@ class Explorer(anywidget.AnyWidget):
 
     @classmethod
     def from_store(cls, path: Any, model: nn.Module, data: Any = None, **kwargs: Any) -> Explorer:
-        """Browse a store of ``fw.explain_dataset``: its stored maps show with no recomputing
-        (``famwidget.dataset.browse``: ``entries=``, ``limit=64``, other Explorer options)."""
+        """Browse a store of ``fw.explain_dataset`` of any size, read lazily: its stored maps
+        show with no recomputing (``famwidget.dataset.browse``: ``entries=``, ``limit=``,
+        other Explorer options)."""
         from ..dataset.browse import explorer_from_store
 
         return explorer_from_store(cls, path, model, data, **kwargs)
