@@ -178,7 +178,13 @@ def test_score_cam_library_convention_on_resnet18():
     cam = (cam - cam.min()) / (cam.max() - cam.min())
     assert torch.allclose(exp.weights[0], beta, atol=1e-5)
     assert torch.allclose(exp.heatmap[0], cam, atol=1e-5)
-    assert exp.options["forwards"] == int(live.sum())
+    # channels with identical masks on the grid (the same one hot cell, ...) run once
+    grid = (flat - flat.amin(1, keepdim=True)) / (
+        flat.amax(1, keepdim=True) - flat.amin(1, keepdim=True)
+    ).clamp_min(1e-30)
+    distinct = len(torch.unique(grid[live], dim=0))
+    assert distinct < int(live.sum())  # measured: this layer has such channels
+    assert exp.options["forwards"] == distinct
 
 
 class RegionNet(nn.Module):
@@ -646,3 +652,27 @@ def test_small_budget_stays_close_to_the_exact_map_on_the_reid_net(one_thread):
     for a, e in zip(approx.heatmap, exact.heatmap, strict=True):
         r = torch.corrcoef(torch.stack([a.flatten(), e.flatten()]))[0, 1]
         assert r >= 0.985
+
+
+def test_channels_with_identical_masks_run_once_and_match_the_slow_reference():
+    """Channel 1 is twice channel 0 and channel 3 is channel 2 plus nothing new (the same
+    filter): their masks are identical, so a pair of live channels takes one masked forward,
+    and the map is still the reference's, which runs every channel."""
+    model, x = small().double(), blobs(2).double()
+    conv = model.features[2]
+    with torch.no_grad():
+        conv.weight[1] = 2 * conv.weight[0]
+        conv.bias[1] = 2 * conv.bias[0]
+        conv.weight[3] = conv.weight[2]
+        conv.bias[3] = conv.bias[2]
+    exp = explain(model, x, "score-fam", layer="features", weights="raw", batch_size=5)
+    valid = scorefam.constant_channels(exp.activations)
+    pairs = int((valid[:, 0] & valid[:, 1]).sum() + (valid[:, 2] & valid[:, 3]).sum())
+    assert pairs >= 3  # measured: 3 live pairs in these 2 images
+    assert exp.options["forwards"] == int(valid.sum()) - pairs
+    for b in range(2):
+        with torch.no_grad():
+            clean = model(x[b : b + 1])
+        ref, beta = reference_map(model, model.features, x[b : b + 1], cosine_to(clean), "raw")
+        assert torch.allclose(exp.weights[b], beta, atol=1e-8, rtol=1e-6)
+        assert torch.allclose(exp.heatmap[b], ref, atol=1e-5)

@@ -200,6 +200,46 @@ def work_list(
     return images, order.t()[keep], valid
 
 
+def _grid_masks(activations: Tensor) -> tuple[Tensor, Tensor]:
+    """``minmax(A_k)`` on the layer's grid ``(B,K,h*w)``; the energies ``sum_ij A_k`` ``(B,K)``."""
+    flat = activations.flatten(2).float()
+    low = flat.amin(dim=2, keepdim=True)
+    span = (flat.amax(dim=2, keepdim=True) - low).clamp_min(torch.finfo(torch.float32).tiny)
+    return (flat - low) / span, flat.sum(dim=2)
+
+
+def duplicate_channels(activations: Tensor, valid: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Channels whose masks are identical: ``assign`` ``(B,K)``, ``chosen`` ``(B,K)``, or None.
+
+    Two channels whose maps on the layer's grid give the same ``minmax(A_k)`` bit for bit (one
+    map a positive multiple of the other plus a constant, e.g. the same single hot cell) make
+    the same masked copy up to rounding, so only the first is run and the others share its
+    score (``assign`` points each channel to it, ``chosen`` marks the ones run). ``None`` when
+    no image has such a pair (nothing to share). Measured on random-weight ResNets at 224:
+    3 of 509 live ``layer4`` channels of ResNet-18, 34 of 1,954 of ResNet-50.
+    """
+    batch, k = activations.shape[:2]
+    masks, _ = _grid_masks(activations)
+    assign = torch.arange(k, device=activations.device).repeat(batch, 1)
+    chosen = valid.clone()
+    found = False
+    for b in range(batch):
+        members = valid[b].nonzero().squeeze(1)
+        if members.numel() < 2:
+            continue
+        unique, inverse = torch.unique(masks[b, members], dim=0, return_inverse=True)
+        if len(unique) == members.numel():
+            continue
+        found = True
+        first = torch.full((len(unique),), members.numel(), device=members.device)
+        first = first.scatter_reduce(0, inverse, torch.arange(members.numel(),
+                                     device=members.device), "amin")  # fmt: skip
+        assign[b, members] = members[first[inverse]]
+        chosen[b] = False
+        chosen[b, members[first]] = True
+    return (assign, chosen) if found else None
+
+
 GROUPING_ITERATIONS = 10
 """Lloyd iterations of ``budget``'s k-means over the channel masks (it usually settles sooner)."""
 
@@ -219,11 +259,7 @@ def group_channels(
     keeps every channel as its own representative (the exact computation).
     """
     batch, k = activations.shape[:2]
-    flat = activations.flatten(2).float()
-    low = flat.amin(dim=2, keepdim=True)
-    span = (flat.amax(dim=2, keepdim=True) - low).clamp_min(torch.finfo(torch.float32).tiny)
-    masks = (flat - low) / span
-    energy = flat.sum(dim=2)
+    masks, energy = _grid_masks(activations)
     assign = torch.arange(k, device=activations.device).repeat(batch, 1)
     chosen = valid.clone()
     for b in range(batch):
@@ -641,17 +677,23 @@ def score_channels(
 
     ``max_channels``: only each image's strongest ``max_channels`` channels (by energy).
     ``budget``: only each image's ``budget`` group representatives (:func:`group_channels`);
-    every channel then gets its representative's score.
+    every channel then gets its representative's score. Without either, channels with
+    identical masks (:func:`duplicate_channels`) are run once and share the score.
 
     ``scores`` and ``done`` are ``(B,K)`` (float32 scores, which channels are scored so far);
     ``on_progress`` gets a partial Explanation after each batch, the final one is returned.
     """
     activations = scorer.activations
     images, channels, valid = work_list(activations, max_channels)
-    assign = None
+    shared = None
     if budget is not None:
-        assign, chosen = group_channels(activations, valid, budget)
-        images, channels, valid = work_list(activations, None, among=chosen)
+        shared = group_channels(activations, valid, budget)
+    elif max_channels is None:
+        shared = duplicate_channels(activations, valid)
+    assign = None
+    if shared is not None:
+        assign, chosen = shared
+        images, channels, valid = work_list(activations, max_channels, among=chosen)
     total = images.numel()
     first = auto_batch_size(scorer.x, total) if batch_size is None else batch_size
     size = first
