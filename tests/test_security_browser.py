@@ -41,11 +41,11 @@ INJECT = """() => {
 
 
 def test_a_page_works_under_its_policy_and_runs_no_label_or_injected_script(
-    offline_page,
+    offline_page,  # noqa: F811
     tiny_embedding,
     images,
     tmp_path,
-    screenshots,  # noqa: F811
+    screenshots,
 ):
     page = offline_page
     page.add_init_script(WATCH)
@@ -77,10 +77,10 @@ def test_a_page_works_under_its_policy_and_runs_no_label_or_injected_script(
 
 
 def test_an_exported_notebook_works_under_its_policy(
-    offline_page,
+    offline_page,  # noqa: F811
     tiny_embedding,
     images,
-    tmp_path,  # noqa: F811
+    tmp_path,
 ):
     """A notebook's own <script> output is blocked; its styled HTML keeps its style; the
     famwidget view renders and reacts."""
