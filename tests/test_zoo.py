@@ -60,6 +60,26 @@ def test_reid_net_retrieval_reproduces():
     assert abs(metrics["mAP"] - recorded["mAP"]) <= TOLERANCE
 
 
+def test_vit_reid_net_retrieval_reproduces():
+    """The transformer re-ID net: Rank-1 >= 85% on the 50 unseen identities, cross-camera, as
+    recorded when it was trained; a small file; a convolutional stem, a class token read by a
+    BatchNorm neck."""
+    model = zoo.vit_reid_net()
+    assert (zoo.WEIGHTS / "vit_reid_net.safetensors").stat().st_size < 3_000_000
+    test = heldout.person_split(train=False)
+    x = model.preprocess.batch(test.images)
+    assert x.shape[-2:] == (64, 32)
+    metrics = heldout.retrieval(heldout.embed(model, x), test.ids, test.cams)
+    recorded = model.info["metrics"]
+    assert metrics["rank1"] >= 0.85 and metrics["mAP"] >= 0.6
+    assert abs(metrics["rank1"] - recorded["rank1"]) <= TOLERANCE
+    assert abs(metrics["mAP"] - recorded["mAP"]) <= TOLERANCE
+    assert model.info["train"]["precision"] == "fp32"
+    assert model.cls_token.shape == (1, 1, 96) and len(model.blocks) == 4
+    assert model.patch_embed.patch_size == 8 and model.num_prefix_tokens == 1
+    assert type(model.patch_embed).__name__ == "ConvPatchEmbed"
+
+
 def test_ssl_net_linear_probe_reproduces():
     model = zoo.ssl_net()
     train, test = fw.data.flowers(2000, seed=3), heldout.flower_test("single")
@@ -136,3 +156,17 @@ def test_methods_explain_the_modern_nets(name, method):
         assert exp.layout == ("tokens" if name == "vit_flower_net" else "nchw")
     if name == "vit_flower_net" and method != "fixations":
         assert exp.layer == "blocks.2"  # the class token's last block reads only its own token
+
+
+@pytest.mark.parametrize("method", ["grad-fam", "score-fam", "fixations"])
+def test_methods_explain_the_vit_reid_net(method):
+    model = zoo.vit_reid_net()
+    test = heldout.person_split(train=False)
+    x = model.preprocess.batch(test.images[:2])
+    options = {"max_channels": 8, "max_seconds": None} if method == "score-fam" else {}
+    exp = fw.explain(model, x, method=method, **options)
+    assert exp.heatmap.shape == (2, 64, 32) and torch.isfinite(exp.heatmap).all()
+    assert exp.degenerate is None
+    assert all(float(h.amax() - h.amin()) > 0 for h in exp.heatmap)
+    if method != "fixations":
+        assert exp.layout == "tokens" and exp.layer == "blocks.2"

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .modern import SEFlowerNet, ViTFlowerNet
+from .modern import SEFlowerNet, ViTFlowerNet, ViTReIDNet
 from .nets import FlowerNet, ReIDNet, SSLNet
 
 WEIGHTS = pathlib.Path(__file__).parent / "weights"
@@ -29,6 +29,7 @@ NAMES = (
     "ssl_net",
     "se_flower_net",
     "vit_flower_net",
+    "vit_reid_net",
 )
 
 
@@ -77,6 +78,8 @@ def build(name: str) -> tuple[nn.Module, Preprocess]:
         return SEFlowerNet(6), Preprocess((64, 64))
     if name == "vit_flower_net":
         return ViTFlowerNet(6), Preprocess((64, 64))
+    if name == "vit_reid_net":
+        return ViTReIDNet(image=(64, 32), stem="conv", pool="cls"), Preprocess((64, 32))
     raise ValueError(f"unknown zoo model {name!r}; available: {', '.join(NAMES)}")
 
 
@@ -127,6 +130,11 @@ def vit_flower_net(device: str | torch.device = "cpu") -> nn.Module:
     return load("vit_flower_net", device)
 
 
+def vit_reid_net(device: str | torch.device = "cpu") -> nn.Module:
+    """Small vision transformer re-ID net (conv stem, 8x8 patches at 64x32, class token, 4 blocks)."""
+    return load("vit_reid_net", device)
+
+
 __all__ = [
     "Preprocess",
     "build",
@@ -136,4 +144,5 @@ __all__ = [
     "se_flower_net",
     "ssl_net",
     "vit_flower_net",
+    "vit_reid_net",
 ]

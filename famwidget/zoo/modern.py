@@ -1,4 +1,4 @@
-"""Modern architectures of the zoo: a squeeze-excitation MBConv CNN and a small vision transformer.
+"""Modern architectures of the zoo: a squeeze-excitation MBConv CNN and small vision transformers.
 
 Both are small enough to train on a CPU in minutes and to explain interactively; their parts are
 named as the explainers expect (``features`` for the CNN's last spatial layer; ``blocks.i``,
@@ -90,6 +90,30 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+class ConvPatchEmbed(nn.Module):
+    """A convolutional stem as patch embedding (Xiao et al. 2021, "Early convolutions help
+    transformers see better"): three 3x3 stride-2 convs (BN, GELU) then a 1x1 conv to ``dim``;
+    ``(B,3,H,W)`` → tokens ``(B,(H/8)(W/8),D)``, one per 8x8 patch (row-major grid)."""
+
+    def __init__(self, dim: int, width: int = 24) -> None:
+        super().__init__()
+        self.patch_size = 8
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c_out in (width, 2 * width, 4 * width):
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.GELU(),
+            ]
+            c_in = c_out
+        self.stem = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(c_in, dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.stem(x)).flatten(2).transpose(1, 2)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention on ``(B,N,D)`` (timm layout: one ``qkv`` linear, ``proj``)."""
 
@@ -152,4 +176,56 @@ class ViTFlowerNet(nn.Module):
         return self.head(self.norm(self.blocks(tokens))[:, 0])
 
 
-__all__ = ["MBConv", "SEFlowerNet", "SqueezeExcite", "ViTFlowerNet"]
+class ViTReIDNet(nn.Module):
+    """Small vision transformer re-identification net for ``fw.data.persons``.
+
+    ``(B,3,H,W)`` (``image``) → embedding ``(B,D)``. One token per 8x8 patch (``stem="conv"``:
+    a convolutional stem, :class:`ConvPatchEmbed`; ``"patch"``: one stride-8 conv), plus a class
+    token when ``pool="cls"``, learned position embeddings, ``depth`` pre-norm blocks
+    (``blocks.i``), a final LayerNorm; the feature is the class token (``"cls"``) or the mean of
+    the patch tokens (``"mean"``), through a BatchNorm "neck" (``embedding``, as in
+    :class:`~famwidget.zoo.nets.ReIDNet`); compared by cosine similarity.
+    """
+
+    def __init__(
+        self,
+        dim: int = 96,
+        depth: int = 4,
+        heads: int = 3,
+        image: tuple[int, int] = (128, 64),
+        stem: str = "patch",
+        pool: str = "cls",
+    ) -> None:
+        super().__init__()
+        if stem not in ("patch", "conv") or pool not in ("cls", "mean"):
+            raise ValueError(
+                f"stem must be 'patch' or 'conv', pool 'cls' or 'mean'; got {stem}, {pool}"
+            )
+        patch = 8
+        self.patch_embed = PatchEmbed(patch, dim) if stem == "patch" else ConvPatchEmbed(dim)
+        self.pool = pool
+        self.num_prefix_tokens = 1 if pool == "cls" else 0
+        if pool == "cls":
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        n_patches = (image[0] // patch) * (image[1] // patch)
+        self.pos_embed = nn.Parameter(
+            torch.randn(1, n_patches + self.num_prefix_tokens, dim) * 0.02
+        )
+        self.blocks = nn.Sequential(*[Block(dim, heads) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.embedding = nn.BatchNorm1d(dim)
+
+    def pooled(self, x: Tensor) -> Tensor:
+        """The normalised feature ``(B,D)`` before the neck (what the triplet loss sees)."""
+        tokens = self.patch_embed(x)
+        if self.pool == "cls":
+            cls = self.cls_token.expand(tokens.shape[0], -1, -1)
+            tokens = torch.cat([cls, tokens], dim=1)
+        tokens = self.norm(self.blocks(tokens + self.pos_embed))
+        return tokens[:, 0] if self.pool == "cls" else tokens.mean(dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.embedding(self.pooled(x))
+
+
+__all__ = ["ConvPatchEmbed", "MBConv", "SEFlowerNet", "SqueezeExcite", "ViTFlowerNet", "ViTReIDNet"]

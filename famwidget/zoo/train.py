@@ -161,9 +161,26 @@ def pk_batches(ids: np.ndarray, p: int, k: int, gen: torch.Generator) -> Iterato
         yield torch.as_tensor(chosen)
 
 
-def train_reid(epochs: int, seed: int) -> tuple[nn.Module, dict]:
-    model, prep = build("reid_net")
-    channels_last(model)
+def train_reid(
+    epochs: int, seed: int, name: str = "reid_net", lr: float = 3e-3
+) -> tuple[nn.Module, dict]:
+    """Identity (cross-entropy on the neck) + batch-hard triplet (on the pooled feature) loss.
+
+    ``reid_net``: bf16 autocast, channels_last; ``vit_reid_net``: fp32 on one thread (as the
+    other transformer, see :func:`train_modern_flower`), its class token is the pooled feature.
+    """
+    model, prep = build(name)
+    modern = name != "reid_net"
+    if modern:
+        pool = model.pooled
+        layout = torch.contiguous_format
+    else:
+        channels_last(model)
+        layout = torch.channels_last
+
+        def pool(xb: Tensor) -> Tensor:
+            return model.features(xb).mean((2, 3))
+
     split = person_split(train=True)
     x, ids = prep.batch(split.images), torch.as_tensor(split.ids)
     classifier = nn.Linear(model.embedding.num_features, int(ids.max()) + 1, bias=False)
@@ -174,17 +191,26 @@ def train_reid(epochs: int, seed: int) -> tuple[nn.Module, dict]:
         idx = plan[i]
         xb = augment(x[idx], gen, scale=(0.9, 1.0), shift=0.08)
         xb = xb * torch.empty(len(idx), 1, 1, 1).uniform_(0.8, 1.2, generator=gen)
-        pooled = model.features(xb.contiguous(memory_format=torch.channels_last)).mean((2, 3))
+        pooled = pool(xb.contiguous(memory_format=layout))
         neck = model.embedding(pooled)
         ce = F.cross_entropy(classifier(neck), ids[idx], label_smoothing=0.1)
         return ce + batch_hard_triplet(pooled, ids[idx])
 
     params = list(model.parameters()) + list(classifier.parameters())
-    fit(model, params, len(plan), 3e-3, step)
+    threads = torch.get_num_threads()
+    if modern:
+        torch.set_num_threads(1)
+    try:
+        fit(model, params, len(plan), lr, step, bf16=not modern)
+    finally:
+        torch.set_num_threads(threads)
     test = person_split(train=False)
     metrics = retrieval(embed(model, prep.batch(test.images)), test.ids, test.cams)
     metrics["heldout"] = "50 unseen identities x 12 images, cross-camera queries"
-    return model, {"metrics": metrics, "train": {"epochs": epochs, "seed": seed}}
+    train = {"epochs": epochs, "seed": seed}
+    if modern:
+        train.update(precision="fp32", threads=1, lr=lr)
+    return model, {"metrics": metrics, "train": train}
 
 
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.2) -> Tensor:
@@ -238,6 +264,7 @@ RECIPES: dict[str, Callable[[], tuple[nn.Module, dict]]] = {
     "ssl_net": lambda: train_ssl(3000, 12, seed=4),
     "se_flower_net": lambda: train_modern_flower("se_flower_net", 4, seed=5, lr=4e-3),
     "vit_flower_net": lambda: train_modern_flower("vit_flower_net", 8, seed=6, lr=1e-3),
+    "vit_reid_net": lambda: train_reid(150, seed=8, name="vit_reid_net", lr=3e-3),
 }
 
 
