@@ -440,8 +440,31 @@ def default_layer_name(model: nn.Module, layers: dict[str, Layout]) -> str | Non
       second-to-last block's output (the last block's input, the latest layer whose patch
       tokens still feed the class token; the layer the common practice explains through
       ``blocks[-1].norm1``); without prefix tokens (average-pooled ViTs, Swin) the last block.
-      Which block gives the most faithful maps could not be measured: with random weights (the
-      only ones available offline) deletion/insertion scores carry no signal.
+      Measured on the trained zoo ViTs (4 blocks, class token), ``famwidget evaluate --cases
+      --blocks --methods grad-cam grad-fam score-cam score-fam -n 16 --steps 8
+      --randomisation-images 0``; deletion lower, insertion and mass in mask higher are better;
+      random maps: mass 0.10 on the petals, 0.13 on the identity parts:
+
+      ==============  =============================  ===============================
+      layer           vit_flowers Grad-CAM           vit_reid Grad-FAM
+                      (del / ins / mass)             (del / ins / mass)
+      ==============  =============================  ===============================
+      blocks.0        0.918 / 0.991 / 0.199          0.504 / 0.797 / 0.271
+      blocks.1        0.932 / 0.983 / 0.285          0.697 / 0.765 / 0.187
+      blocks.2.norm1  0.885 / 0.990 / 0.258          0.537 / 0.805 / 0.242
+      blocks.2 (now)  0.958 / 0.940 / 0.184          0.709 / 0.737 / 0.064
+      blocks.3.norm1  0.942 / 0.956 / 0.227          0.694 / 0.765 / 0.142
+      blocks.3, norm  blank (zero gradient)          blank (zero gradient)
+      ==============  =============================  ===============================
+
+      Score-CAM / Score-FAM vary less over the layers (petal mass 0.54-0.63, identity-part
+      mass 0.35-0.41); for them too the tokens after a norm score at least as well as before
+      it (Score-FAM: blocks.3.norm1 mass 0.402, deletion 0.394 against blocks.2's 0.354 and
+      0.420). So, measured: the same tokens read *after* the norm (``blocks[-1].norm1``)
+      beat the default on every column for both gradient methods, and an earlier block
+      (``blocks.1`` / ``blocks.2.norm1``) is better still for Grad-FAM/Grad-CAM. The default
+      is still the second-to-last block's output (other tests and the widget name it); pass
+      ``layer="blocks.<last>.norm1"`` for better gradient maps on these ViTs.
     - Any other model: the last layer, in execution order, with an ``nchw`` grid larger than 1x1
       (as before layouts were read).
     """
