@@ -159,6 +159,21 @@ export function mapPanel(ctx) {
   let screen = new Float32Array(0), frame = 0, hover = -1;
 
   const info = () => get("map_info", {});
+  /** Thumbnail i as {bytes, h, w}: from the gallery's store (pages asked for on demand in a
+   * large gallery, js/gallery.js), else from the `thumbs` trait; null while not there. */
+  const thumb = (i) => {
+    const store = ctx.gallery.fwGallery?.store;
+    if (store) {
+      const bytes = store.bytes(i);
+      if (!bytes && store.paged && store.ask(store.pageOf(i))) ctx.gallery.fwGallery.send({ type: "thumbs", page: store.pageOf(i) });
+      return bytes ? { bytes, h: store.h, w: store.w } : null;
+    }
+    const gallery = get("gallery", {});
+    const all = toBytes(get("thumbs", null));
+    const { h: th = 0, w: tw = 0 } = gallery;
+    const one = th * tw * 3;
+    return one && !gallery.paged && all.length >= (i + 1) * one ? { bytes: all.subarray(i * one, (i + 1) * one), h: th, w: tw } : null;
+  };
   const size = () => ({ width: canvas.clientWidth || 600, height: HEIGHT });
   const current = () => transform(info().bounds || [0, 1, 0, 1], size().width, size().height, view);
   const anchor = () => { const v = get("view", {}); return v.anchor ?? v.index ?? get("selected", -1); };
@@ -265,12 +280,10 @@ export function mapPanel(ctx) {
     schedule();
     if (i < 0) return;
     const gallery = get("gallery", {});
-    const thumbs = toBytes(get("thumbs", null));
-    const { h: th = 0, w: tw = 0 } = gallery;
-    const one = th * tw * 3;
-    const has = one && thumbs.length >= (i + 1) * one && !gallery.paged;
-    tipCanvas.hidden = !has;
-    if (has) drawRGB(tipCanvas, thumbs.subarray(i * one, (i + 1) * one), th, tw);
+    const picture = thumb(i);
+    tipCanvas.hidden = !picture;
+    if (picture) drawRGB(tipCanvas, picture.bytes, picture.h, picture.w);
+    tip.fwAt = [x, y];
     const caption = (gallery.captions || [])[i] ?? `#${i}`;
     const group = (info().groups || [])[data.group[i]];
     tipText.textContent = group && group !== caption ? `${caption} · ${group}` : caption;
@@ -347,13 +360,26 @@ export function mapPanel(ctx) {
       label.dataset.fwLabel ??= label.textContent;
       label.textContent = v.anchor != null ? (get("gallery", {}).captions || [])[v.anchor] ?? `#${v.anchor}` : label.dataset.fwLabel;
     }
-    renderNeighbours(near, items, { gallery: get("gallery", {}), thumbs: get("thumbs", null), of: i,
+    renderNeighbours(near, items, { gallery: get("gallery", {}), thumb, of: i,
       active: v.anchor != null ? v.index : -1, onPick: (j) => ctx.pair(j, i) });
   }
 
+  // a page of thumbnails arrived (large galleries): the tip and the list may now show them
+  const onPage = (content) => {
+    if (!content || content.type !== "thumbs") return;
+    setTimeout(() => { if (hover >= 0 && tip.fwAt) showTip(hover, ...tip.fwAt); showNeighbours(); }, 0);
+  };
+  // the gallery draws only its visible rows and reuses elements: mark them as they change
+  const Observer = typeof MutationObserver === "function" ? MutationObserver : null;
+  if (Observer) {
+    new Observer(() => markGallery()).observe(ctx.gallery,
+      { childList: true, subtree: true, attributes: true, attributeFilter: ["data-index"] });
+  }
+
   const handlers = [
+    ["msg:custom", onPage],
     [["map_points", "map_info"], () => { load(); showNeighbours(); markGallery(); }],
-    [["selection"], () => { markGallery(); schedule(); }],
+    [["selection"], () => { canvas.dataset.selected = String((get("selection", []) || []).length); markGallery(); schedule(); }],
     [["view", "selected", "neighbours"], () => { showNeighbours(); schedule(); }],
     [["thumbs", "gallery"], markGallery],
   ];

@@ -1,6 +1,5 @@
 // The nearest images (cosine similarity in feature space) to the image on screen; clicking one
 // explains the pair both ways, side by side.
-import { toBytes } from "./buffers.js";
 import { drawRGB, h } from "./dom.js";
 
 /** The list's element: a title and the `.fw-neighbours` list. */
@@ -32,21 +31,18 @@ export function neighbourList(data, trait, index) {
 
 /**
  * Draw the list: one `.fw-neighbour[data-index]` button per item with its thumbnail, caption and
- * similarity; opts {gallery, thumbs, of, active (the neighbour shown in a pair, or -1), onPick}.
+ * similarity; opts {gallery, thumb(i) -> {bytes, h, w} | null, of, active (the neighbour shown in
+ * a pair, or -1), onPick}.
  */
 export function renderNeighbours(box, items, opts) {
-  const { gallery = {}, thumbs = null, of = -1, active = -1, onPick } = opts;
+  const { gallery = {}, thumb = () => null, of = -1, active = -1, onPick } = opts;
   const captions = gallery.captions || [];
-  const bytes = toBytes(thumbs);
-  const { h: th = 0, w: tw = 0 } = gallery;
-  const size = th * tw * 3;
   box.title.textContent = of >= 0 ? `nearest to ${captions[of] ?? `#${of}`} · click one to explain the pair` : "nearest images";
   box.list.dataset.of = String(of);
   box.list.replaceChildren(...items.map(({ index, score }) => {
     const image = h("canvas", { class: "fw-neighbour-image" });
-    if (size && !gallery.paged && bytes.length >= (index + 1) * size) {
-      drawRGB(image, bytes.subarray(index * size, (index + 1) * size), th, tw);
-    }
+    const picture = thumb(index);
+    if (picture) drawRGB(image, picture.bytes, picture.h, picture.w);
     const item = h("button", { type: "button", class: "fw-neighbour", dataset: { index },
                                title: `explain ${captions[index] ?? `#${index}`} with ${captions[of] ?? `#${of}`}` },
     image, h("span", { class: "fw-neighbour-caption" }, captions[index] ?? `#${index}`),

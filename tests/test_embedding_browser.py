@@ -206,6 +206,6 @@ def test_map_in_the_offline_page(offline_page, tmp_path, screenshots):  # noqa: 
     page.screenshot(path=screenshots / "standalone-embedding-map-pair.png")
     click_point_and_wait(page, i)  # a plain view again: the pair slot is empty
     inside = box_select(page, 0.6)
-    assert page.get_attribute(MAP, "data-selected") == str(len(inside))
+    page.wait_for_selector(f"{MAP}[data-selected='{len(inside)}']")
     assert page.locator(".fw-thumb.fw-in-selection").count() == len(inside)
     assert not page.blocked and not page.errors, (page.blocked, page.errors)

@@ -177,6 +177,24 @@ describe("map panel", () => {
       .toBeGreaterThan(Math.hypot(moved.x - centre.x, moved.y - centre.y));
   });
 
+  it("hover in a paged gallery asks the kernel for the thumbnail's page once", async () => {
+    const { canvas, gallery, map } = panel();
+    const send = vi.fn();
+    const asked = new Set();
+    gallery.fwGallery = { send, store: { paged: true, h: 1, w: 1, bytes: () => null, pageOf: (i) => Math.floor(i / 2),
+                                         ask: (p) => !asked.has(p) && asked.add(p) } };
+    await frame();
+    const p = canvas.fwPointPosition(3);
+    pointer(canvas, "pointermove", p.x, p.y);
+    pointer(canvas, "pointermove", p.x + 1, p.y);
+    expect(send).toHaveBeenCalledTimes(1);
+    expect(send).toHaveBeenCalledWith({ type: "thumbs", page: 1 });
+    const tip = map.el.querySelector(".fw-map-tip");
+    expect(tip.hidden).toBe(false);
+    expect(tip.dataset.index).toBe("3");
+    expect(tip.textContent).toBe("s · a"); // caption and group
+  });
+
   it("stays hidden with no map", () => {
     const model = fakeModel({ map_info: {}, map_points: null });
     const map = mapPanel({ get: model.get, setTrait: model.setTrait, pick() {}, pair() {}, gallery: document.createElement("div") });
