@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from browser import READY, canvas_digest, check_blend_and_hover, click_thumb_and_wait, set_range
+from browser import (
+    READY,
+    assert_shows,
+    canvas_digest,
+    check_blend_and_hover,
+    click_thumb_and_wait,
+    expected_view,
+    image_share,
+    pixels,
+    set_range,
+)
 from playwright.sync_api import Page
 
 import famwidget as fw
+from famwidget.widget import wire
 
 pytestmark = pytest.mark.browser
 
@@ -33,6 +44,14 @@ def offline_page(page: Page) -> Page:
     return page
 
 
+def kernel_view(model, images, method: str, i: int = 3) -> np.ndarray:
+    """What the page must show at alpha 1 for image ``i``: the jet colours of the heat bytes
+    that fw.explain and the wire encoding give (computed here, not read from the page)."""
+    exp = fw.explain(model, images[i : i + 1], method)
+    heat = wire.encode_heatmap(wire.resize_map(exp.heatmap[0], images.shape[-2:]))
+    return expected_view(heat, *images.shape[-2:])
+
+
 def test_standalone_page_works_offline(offline_page, tiny_embedding, images, tmp_path, screenshots):
     page = offline_page
     explorer = fw.Explorer(tiny_embedding, images, labels=list("abcde"))
@@ -46,12 +65,14 @@ def test_standalone_page_works_offline(offline_page, tiny_embedding, images, tmp
     click_thumb_and_wait(page, 3)
     set_range(page, "input.fw-alpha", 1)
     fam = canvas_digest(page)
+    assert_shows(pixels(page), kernel_view(tiny_embedding, images, "grad-fam"), "grad-fam")
     page.select_option("select.fw-method", "score-fam")
     page.wait_for_function(
         "() => document.querySelector('.fw-caption').textContent.toLowerCase()"
         ".includes('score-fam')"
     )
     assert canvas_digest(page) != fam, "score-fam's embedded map differs from grad-fam's"
+    assert_shows(pixels(page), kernel_view(tiny_embedding, images, "score-fam"), "score-fam")
     page.select_option("select.fw-colormap", "gray")
     gray = canvas_digest(page)
     page.select_option("select.fw-colormap", "viridis")
@@ -60,21 +81,6 @@ def test_standalone_page_works_offline(offline_page, tiny_embedding, images, tmp
     page.screenshot(path=screenshots / "standalone-offline.png")
     assert page.blocked == [], f"the page tried the network: {page.blocked}"
     assert page.errors == []
-
-
-def pixels(page: Page, canvas: str = "canvas.fw-view") -> np.ndarray:
-    """The RGBA pixels ``(H,W,4)`` uint8 of a canvas of the widget."""
-    width, height, data = page.eval_on_selector(
-        f".famwidget {canvas}",
-        "c => [c.width, c.height,"
-        " Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)]",
-    )
-    return np.asarray(data, dtype=np.uint8).reshape(height, width, 4)
-
-
-def image_share(view: np.ndarray, image: np.ndarray) -> float:
-    """The share of pixels of ``view`` that show the image unchanged."""
-    return float((view == image).all(axis=-1).mean())
 
 
 def test_standalone_demo_page(offline_page, tmp_path, screenshots):
