@@ -4,11 +4,9 @@ one process's (famwidget.dataset.sharded)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from test_torchrun import two_ranks
 
 from famwidget import evaluate
 from famwidget.dataset.sharded import _out_elsewhere
@@ -19,26 +17,7 @@ ARGS += ["--randomisation-images", "6"]  # 4 of them on rank 0, 2 on rank 1
 
 @pytest.mark.slow
 def test_two_ranks_give_the_single_process_rows(tmp_path, one_thread):
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "famwidget",
-            "evaluate",
-            *ARGS,
-            "--out",
-            str(tmp_path / "two"),
-        ],
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = two_ranks("-m", "famwidget", "evaluate", *ARGS, "--out", str(tmp_path / "two"))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "2 ranks" in run.stderr
     assert run.stdout.count("famwidget evaluate: n=8 images per case") == 1, "rank 0 prints"

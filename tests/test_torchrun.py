@@ -14,6 +14,18 @@ from PIL import Image
 import famwidget as fw
 
 
+def two_ranks(*command: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node 2 COMMAND`` (gloo on the CPU, one thread each)."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return subprocess.run(
+        [*torchrun, "--nproc-per-node", "2", *command],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """200 synthetic flowers as PNG files, one folder per class (ImageFolder layout)."""
@@ -51,26 +63,7 @@ def test_two_ranks_give_the_single_process_store(tmp_path, folder, one_thread):
         progress=False,
         model_name="zoo:flower_net",
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "famwidget",
-            *args,
-            "--out",
-            str(tmp_path / "two"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = two_ranks("-m", "famwidget", *args, "--out", str(tmp_path / "two"))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "on 2 process(es)" in run.stderr and "device cpu" in run.stderr
     two = fw.open_explanations(tmp_path / "two")
@@ -158,22 +151,7 @@ def test_interpreter_fit_under_two_ranks_equals_the_single_process_fit(tmp_path,
 
     script = tmp_path / "fit_worker.py"
     script.write_text(FIT_WORKER)
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            str(script),
-            str(tmp_path),
-        ],
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = two_ranks(str(script), str(tmp_path))
     assert run.returncode == 0, run.stderr[-3000:]
     model = fw.zoo.flower_net()
     ds = fw.data.flowers(64)
