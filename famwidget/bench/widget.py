@@ -241,7 +241,12 @@ def run(args) -> None:
             wait_for_kernel(page)
             page.evaluate(FIRST_PAINT, LARGE_N)
             run_all(page)
-            page.wait_for_function("() => window.fwBench.painted !== null", timeout=300_000)
+            try:
+                page.wait_for_function("() => window.fwBench.painted !== null", timeout=600_000)
+            except Exception as error:  # say what the notebook printed (a kernel error, ...)
+                outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
+                problem = f"the {LARGE_N:,}-image gallery never painted; the notebook: {outputs}"
+                raise RuntimeError(problem) from error
             bench = page.evaluate("() => window.fwBench")
             first_paint = bench["painted"] - bench["inserted"][1]
             scroll = page.evaluate(SCROLL, [1, 60 if args.quick else 200])
