@@ -103,7 +103,8 @@ function mount(model, el, hostHint, nonce) {
 
   function pick(index) {
     const view = get("view", {});
-    const shown = !stale() && get("state", "") === "ready" && get("selected", -1) === index && view.index === index && !!local.rgb;
+    const shown = !stale() && get("state", "") === "ready" && get("selected", -1) === index && view.index === index && !!local.rgb &&
+      view.anchor == null; // a map pair on screen is not image `index` alone
     markSelected(ui.gallery, index);
     if (shown) { syncState(); return; } // already on screen: nothing to ask, nothing to wait for
     startWork();

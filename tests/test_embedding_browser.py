@@ -8,7 +8,7 @@ import json
 import nbformat
 import pytest
 import torch
-from browser import READY
+from browser import READY, click_thumb_and_wait
 from playwright.sync_api import Page
 from test_standalone_browser import offline_page  # noqa: F401  (a fixture)
 
@@ -57,6 +57,7 @@ IN_BOX = """(c, b) => [...Array(Number(c.dataset.count)).keys()].filter((i) => {
 def point(page: Page, i: int) -> tuple[float, float]:
     """Page coordinates of map point ``i``."""
     canvas = page.locator(MAP)
+    canvas.scroll_into_view_if_needed()
     pos = canvas.evaluate("(c, i) => c.fwPointPosition(i)", i)
     box = canvas.bounding_box()
     return box["x"] + pos["x"], box["y"] + pos["y"]
@@ -77,6 +78,7 @@ def box_select(page: Page, fraction: float) -> list[int]:
     """Shift+drag over the left ``fraction`` of the map; returns the points inside (from the
     browser's own positions)."""
     canvas = page.locator(MAP)
+    canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
     local = [4, 4, box["width"] * fraction, box["height"] - 4]
     inside = canvas.evaluate(IN_BOX, local)
@@ -204,6 +206,8 @@ def test_map_in_the_offline_page(offline_page, tmp_path, screenshots):  # noqa: 
     check_hover_and_zoom(page, i)
     check_pair(page, i, expected[i][0])
     page.screenshot(path=screenshots / "standalone-embedding-map-pair.png")
+    click_thumb_and_wait(page, expected[i][0])  # the pair's image alone: not taken as on screen
+    assert page.locator(".famwidget.fw-has-pair").count() == 0
     click_point_and_wait(page, i)  # a plain view again: the pair slot is empty
     inside = box_select(page, 0.6)
     page.wait_for_selector(f"{MAP}[data-selected='{len(inside)}']")
