@@ -131,7 +131,7 @@ def vit_flower_net(device: str | torch.device = "cpu") -> nn.Module:
 
 
 def vit_reid_net(device: str | torch.device = "cpu") -> nn.Module:
-    """Small vision transformer re-ID net (conv stem, 8x8 patches at 64x32, class token, 4 blocks)."""
+    """Small vision transformer re-ID net (conv stem, 8x8 patches at 64x32, class token)."""
     return load("vit_reid_net", device)
 
 
