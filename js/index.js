@@ -13,6 +13,7 @@ import { buildCompare, comparePanel } from "./compare.js";
 import { buildGalleryTools, galleryPanel, markSelected } from "./gallery.js";
 import { followHost } from "./host.js";
 import { inspector } from "./inspect.js";
+import { mapPanel } from "./map.js";
 import { buildLegend, legendScale, paintLegend } from "./legend.js";
 import { fitSize, paintView } from "./paint.js";
 import { bind, localState, reader, writer } from "./state.js";
@@ -163,6 +164,10 @@ function mount(model, el, hostHint, nonce) {
   const drawGallery = gallery.draw;
   const compare = comparePanel(ui, get, send);
 
+  const pair = (index, other) => { startWork(); model.send({ type: "pair", index, other }); };
+  const map = mapPanel({ get, setTrait, pick, pair, gallery: ui.gallery }); // the embedding map
+  ui.root.append(map.el); // hidden while map_info is empty
+
   const unbind = bind(model, [
     [["thumbs", "gallery"], drawGallery],
     [["selected"], () => { if (!stale()) markSelected(ui.gallery, get("selected", -1)); }],
@@ -171,6 +176,7 @@ function mount(model, el, hostHint, nonce) {
     [["methods", "method_notes", "method", "layers", "layer"], () => syncControls(ui, get)],
     [["alpha", "colormap", "threshold", "side_by_side"], () => { syncControls(ui, get); paint(); compare.paint(); }],
     ["msg:custom", onMessage],
+    ...map.handlers,
   ]);
 
   ui.root.append(h("style", { nonce: nonce || undefined }, css));
@@ -180,6 +186,7 @@ function mount(model, el, hostHint, nonce) {
   drawGallery();
   loadView();
   syncState();
+  map.start();
   return () => { unbind(); stopHost(); };
 }
 

@@ -78,6 +78,8 @@ export class StaticModel {
 
   send(content) {
     if (content && content.type === "select") setTimeout(() => this.show(content.index), 0);
+    // a neighbour on the map: the pair view stored as "pair|method|layer|index|other"
+    if (content && content.type === "pair") setTimeout(() => this.show(content.index, content.other), 0);
     if (content && content.type === "compare") setTimeout(() => this.compare(content.index), 0);
   }
 
@@ -104,14 +106,16 @@ export class StaticModel {
   }
 
   /** Put the stored explanation of image `index` (current method and layer) on screen. */
-  show(index) {
+  show(index, other) {
     if (!(index >= 0)) return;
     const parts = [this.values.method, this.values.layer, index];
-    if (this.values.pair_target != null) parts.push(this.values.pair_target);
+    if (other != null) parts.unshift("pair"), parts.push(other);
+    else if (this.values.pair_target != null) parts.push(this.values.pair_target);
     const key = parts.join("|");
     const stored = this.explanations[key];
+    const noPair = this.values.map_info?.n ? { pair: {}, pair_image: null, pair_heatmap: null } : {};
     const changes = stored
-      ? { ...this.table.traits(stored), selected: index, state: "ready", error: "", progress: 1 }
+      ? { ...noPair, ...this.table.traits(stored), selected: index, state: "ready", error: "", progress: 1 }
       : { selected: index, state: "error", progress: 0,
           error: `This page was exported without the ${this.values.method} explanation of image ${index}; ` +
                  "export it with Explorer.to_html(path, methods=[...]) to include it." };

@@ -32,6 +32,7 @@ from ..tap import preserved, resolve_layer, spatial_layers
 from ..targets import Target
 from . import compare, wire
 from .cache import DEFAULT_CACHE_BYTES, ExplanationCache
+from .map_panel import MapPanel
 from .thumbnails import Thumbnails
 from .worker import Stale, Worker
 
@@ -52,7 +53,7 @@ def bundle() -> str:
     return path.read_text(encoding="utf-8")
 
 
-class Explorer(anywidget.AnyWidget):
+class Explorer(MapPanel, anywidget.AnyWidget):
     """Gallery + heatmap viewer for one model.
 
     Args:
@@ -73,6 +74,8 @@ class Explorer(anywidget.AnyWidget):
         cache_bytes: bytes of explanations kept for instant re-display (default 16 MiB,
             ``cache.DEFAULT_CACHE_BYTES``), least recently used first out; activations are
             kept in float16 (``cache.py``).
+        map: the embedding map panel (``map_panel.py``): ``None`` = on for embedding models
+            (no class output) with at least 20 images.
         **options: passed to ``fw.explain`` (method options).
     """
 
@@ -136,6 +139,7 @@ class Explorer(anywidget.AnyWidget):
         interpreter: Any = None,
         classes: Sequence[str] | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        map: bool | None = None,
         **options: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -203,6 +207,7 @@ class Explorer(anywidget.AnyWidget):
         self._worker = Worker()
         self.on_msg(self._on_message)
         self.observe(self._on_choice, names=["method", "layer"])
+        self._map_setup(map)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -519,6 +524,8 @@ class Explorer(anywidget.AnyWidget):
         kind = content.get("type") if isinstance(content, dict) else None
         if kind == "cancel":
             self.cancel()
+            return
+        if kind == "pair" and self._map_message(content):
             return
         if kind in ("thumbs", "compare", "compare-cancel"):
             self._on_view_request(kind, content)

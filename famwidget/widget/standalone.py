@@ -88,6 +88,7 @@ def page_payload(widget: Explorer, methods: list[str], blobs: Blobs) -> dict[str
                 payload, _ = widget._explained(key, stream=False)
                 name = "|".join(map(str, [method, widget.layer, index, *variant]))
                 explanations[name] = {k: blobs.value(v) for k, v in payload.items()}
+    explanations.update(widget._map_page_pairs(methods, blobs.value))  # neighbour pair views
     traits = {name: blobs.value(getattr(widget, name)) for name in page_traits(widget)}
     traits["methods"] = list(dict.fromkeys([widget.method, *methods]))
     traits["layers"] = [widget.layer]  # the page holds explanations at this layer only
