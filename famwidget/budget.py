@@ -54,6 +54,8 @@ class Estimate:
     """A lower bound on the memory of the clean pass at full size."""
     size: tuple[int, int]
     probe: tuple[int, int]
+    scored: int = 0
+    """Channels scored per image (``K``, or fewer under ``budget=`` / ``max_channels=``)."""
 
     @property
     def seconds(self) -> float:
@@ -66,8 +68,13 @@ def estimate(
     module: nn.Module,
     autocast: torch.dtype | None = None,
     baseline_passes: int = 0,
+    channel_limit: int | None = None,
 ) -> Estimate:
-    """Estimate a Score-* run on ``images`` ``(B,C,H,W)`` explained at ``module`` (see above)."""
+    """Estimate a Score-* run on ``images`` ``(B,C,H,W)`` explained at ``module`` (see above).
+
+    ``channel_limit``: at most this many masked passes per image (Score-FAM's ``budget=`` or
+    ``max_channels=``), instead of one per channel.
+    """
     from .tap import preserved
 
     batch, _, height, width = images.shape
@@ -102,7 +109,8 @@ def estimate(
     layer_bytes = 0 if layer is None else layer.numel() * max(layer.element_size(), 4)
     per_image = images[0].numel() * images.element_size() + layer_bytes * scale
     return Estimate(
-        forwards=batch * channels + baseline_passes,
+        forwards=batch * min(channels, channel_limit or channels) + baseline_passes,
+        scored=min(channels, channel_limit or channels),
         channels=channels,
         images=batch,
         seconds_per_forward=seconds,
@@ -186,6 +194,7 @@ def check_budget(
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     autocast: torch.dtype | None = None,
     baseline_passes: int = 0,
+    channel_limit: int | None = None,
 ) -> Estimate | None:
     """Refuse a Score-* run that would exceed ``max_seconds`` or the memory available.
 
@@ -200,7 +209,7 @@ def check_budget(
         )
     if not max_seconds > 0:
         raise ValueError(f"max_seconds must be > 0 or None (no limit), got {max_seconds!r}")
-    cost = estimate(model, images, module, autocast, baseline_passes)
+    cost = estimate(model, images, module, autocast, baseline_passes, channel_limit)
     h, w = cost.size
     ways = (
         "Ways out: a smaller input (resize the images), a later layer (fewer, coarser channels), "
@@ -210,8 +219,11 @@ def check_budget(
     if cost.seconds > max_seconds:
         smaller = _fitting_side(cost, max_seconds)
         hint = f" (at about {smaller} px on the longer side it would fit)" if smaller else ""
+        scored = (
+            f"{cost.scored} of {cost.channels}" if cost.scored < cost.channels else cost.channels
+        )
         raise ValueError(
-            f"{method} would run up to {cost.forwards} masked forward passes ({cost.channels} "
+            f"{method} would run up to {cost.forwards} masked forward passes ({scored} "
             f"channels x {cost.images} image(s) at {h}x{w}) at about "
             f"{cost.seconds_per_forward:.3g} s each: about {_duration(cost.seconds)}, over "
             f"max_seconds={max_seconds:g}{hint}. {ways}"

@@ -100,3 +100,15 @@ def test_a_token_layer_counts_its_channels_not_its_tokens():
     block = vit.encoder.layers[0]
     cost = budget.estimate(vit, torch.rand(2, 3, 64, 64), block)
     assert cost.channels == 8 and cost.forwards == 2 * 8  # (B, 1 + 16 tokens, 8 channels)
+
+
+@pytest.mark.parametrize("option", ["budget", "max_channels"])
+def test_an_approximate_run_is_estimated_by_the_channels_it_scores(option, one_thread):
+    model = Recorder()
+    cost = budget.estimate(model, torch.rand(2, 3, 64, 64), model.body, channel_limit=4)
+    assert cost.channels == 16 and cost.scored == 4 and cost.forwards == 2 * 4
+    x = torch.zeros(1, 3, 4096, 4096)
+    with pytest.raises(ValueError) as err:
+        fw.explain(model, x, "score-fam", layer="body", max_seconds=0.01, **{option: 4})
+    # 4 masked copies and the one baseline pass of the default relu-baseline weights
+    assert "up to 5 masked forward passes (4 of 16 channels x 1 image(s)" in str(err.value)

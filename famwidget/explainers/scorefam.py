@@ -591,8 +591,8 @@ def score_fam(
     }
     check_class_target(model, target, method)
     passes = len(images) if rules.weights == "relu-baseline" else 0
-    check_budget(model, images, module, method=method, max_seconds=max_seconds,
-                 autocast=autocast, baseline_passes=passes)  # fmt: skip
+    check_budget(model, images, module, method=method, max_seconds=max_seconds, autocast=autocast,
+                 baseline_passes=passes, channel_limit=budget or max_channels)  # fmt: skip
     baseline = baseline_images(images, masking)
     with preserved(model):
         reader = Reader(model, layer, module, images.shape[-2:], layout, grid, len(images))
