@@ -462,9 +462,13 @@ def default_layer_name(model: nn.Module, layers: dict[str, Layout]) -> str | Non
       it (Score-FAM: blocks.3.norm1 mass 0.402, deletion 0.394 against blocks.2's 0.354 and
       0.420). So, measured: the same tokens read *after* the norm (``blocks[-1].norm1``)
       beat the default on every column for both gradient methods, and an earlier block
-      (``blocks.1`` / ``blocks.2.norm1``) is better still for Grad-FAM/Grad-CAM. The default
-      is still the second-to-last block's output (other tests and the widget name it); pass
-      ``layer="blocks.<last>.norm1"`` for better gradient maps on these ViTs.
+      (``blocks.1`` / ``blocks.2.norm1``) is better still for Grad-FAM/Grad-CAM. Those means
+      hide blank maps, though: at ``blocks.3.norm1`` the ReLU of the weighted sum is zero
+      everywhere (``exp.degenerate`` set) for 10 of 16 re-ID images under Grad-FAM and 2 of 12
+      flowers under Grad-CAM, where ``blocks.2`` gave none on the images tested
+      (``tests/test_zoo.py``). A default that is blank on most images of a case is worse than
+      a weaker map, so the default stays the second-to-last block's output; pass
+      ``layer="blocks.<last>.norm1"`` where its maps are not degenerate.
     - Any other model: the last layer, in execution order, with an ``nchw`` grid larger than 1x1
       (as before layouts were read).
     """
