@@ -126,9 +126,7 @@ def mount_point(model_id: str) -> str:
     )
 
 
-def mount_scripts(
-    bundle_source: str, models: dict[str, Any], blobs: Blobs, nonce: str = ""
-) -> str:
+def mount_scripts(bundle_source: str, models: dict[str, Any], blobs: Blobs, nonce: str = "") -> str:
     """The bundle (loaded from a Blob URL) and the page's state: ``{"blobs": [base64, ...],
     "models": {model id: {traits, explanations}}, "nonce": ...}``, whose binary values are
     ``{"$blob": id}`` references into the one shared table. ``nonce`` (:func:`new_nonce`) marks
