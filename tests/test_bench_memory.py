@@ -22,4 +22,5 @@ def test_probe_measures_score_fam_and_the_plain_forward(one_thread):
 
 def test_probe_command_line_refuses_bad_arguments(capsys):
     assert memory._main(["8"]) == 2
-    assert "usage: python -m famwidget.bench.memory K BATCH DEVICE" in capsys.readouterr().err
+    usage = "usage: python -m famwidget.bench.memory K BATCH DEVICE [SIZE]"
+    assert usage in capsys.readouterr().err

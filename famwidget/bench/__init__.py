@@ -1,4 +1,9 @@
-"""Benchmarks: ``python -m famwidget.bench [--only NAME] [--device D] [--quick]``.
+"""Benchmarks: ``python -m famwidget.bench [--only NAME] [--device D] [--quick | --smoke]``.
+
+``--smoke`` runs every benchmark at its smallest sizes with one repeat (tiny inputs, few
+images, small galleries), through the same code and printing the same tables as the full run,
+in seconds: CI runs it (``tests/test_bench_quick.py``) to check that each benchmark finishes and
+that its tables keep every row and column. Smoke figures mean nothing.
 
 ``--peers`` runs the side-by-side comparison with pytorch-grad-cam and TorchCAM instead
 (:mod:`famwidget.bench.peers`; ``--cases``, ``--repeats``, ``--no-memory``, ``--out``).
@@ -36,6 +41,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--only", choices=BENCHMARKS, help="run this benchmark only")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if any)")
     p.add_argument("--quick", action="store_true", help="fewer sizes and repeats (~2 min on CPU)")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="smallest sizes, one repeat: checks that it runs (seconds; the figures mean nothing)",
+    )
     peers = p.add_argument_group("--peers: famwidget beside pytorch-grad-cam and TorchCAM")
     peers.add_argument("--peers", action="store_true", help="run the peer comparison only")
     peers.add_argument(
@@ -54,10 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = " ".join(["famwidget bench", *argv])
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.smoke and args.quick:
+        raise SystemExit("--smoke and --quick exclude each other: choose one")
     if args.repeats is not None and args.repeats < 1:
         raise SystemExit(f"--repeats must be >= 1, got {args.repeats}")
     if args.peers:
-        print(f"== peers ({args.device}{', quick' if args.quick else ''}) ==", flush=True)
+        print(f"== peers ({args.device}{mode(args)}) ==", flush=True)
         importlib.import_module(f"{__name__}.peers").run(args)
         return 0
     names = [args.only] if args.only else available()
@@ -65,9 +77,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name not in available():
             print(f"benchmark {name!r} is not written yet (no module famwidget.bench.{name})")
             continue
-        print(f"== {name} ({args.device}{', quick' if args.quick else ''}) ==", flush=True)
+        print(f"== {name} ({args.device}{mode(args)}) ==", flush=True)
         importlib.import_module(f"{__name__}.{name}").run(args)
     return 0
+
+
+def mode(args: argparse.Namespace) -> str:
+    """``", quick"``, ``", smoke"`` or ``""``: the size a run was asked for, for its heading."""
+    return ", smoke" if getattr(args, "smoke", False) else ", quick" if args.quick else ""
+
+
+def smoke(args: object) -> bool:
+    """Whether ``args`` asks for the smoke sizes (``--smoke``; absent counts as no)."""
+    return bool(getattr(args, "smoke", False))
 
 
 def synchronize(device: torch.device | str) -> None:

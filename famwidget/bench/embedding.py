@@ -1,4 +1,4 @@
-"""The embedding map at scale: 50,000 points (``--quick``: 10,000).
+"""The embedding map at scale: 50,000 points (``--quick``: 10,000; ``--smoke``: 1,000).
 
 Prints, not asserted:
 - PCA of N x 512 features on the device (exact: covariance + ``eigh``; median of 3), and one
@@ -8,6 +8,9 @@ Prints, not asserted:
   page until the canvas has drawn every point; goal < 1 s), and the frame times of pan (drag) and
   zoom (wheel): each event handled and the canvas redrawn and flushed (``fwRedraw`` and a pixel
   read), p50 / p95 (goal p95 < 16 ms), plus the rAF interval p95 during a continuous pan.
+
+``--smoke`` (CI): the same tables, rows and columns with 1,000 points (``SMOKE_N``), one PCA
+and one query timed, 10 pan/zoom events and frames; its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ import torch
 
 from ..embedding import neighbours, pca
 from ..widget.map_panel import encode_map
-from . import print_table, seconds
+from . import print_table, seconds, smoke
 from .jupyter import CHROMIUM_ARGS
+
+SMOKE_N = 1_000
 
 FRAMES = """
 async ([kind, n]) => {
@@ -106,22 +111,25 @@ def _p(values: list[float], q: float) -> float:
 def run(args) -> None:
     from playwright.sync_api import sync_playwright
 
-    n = 10_000 if args.quick else 50_000
+    tiny = smoke(args)
+    n = SMOKE_N if tiny else 10_000 if args.quick else 50_000
+    repeats, events = (1, 10) if tiny else (3, 120)
     device = torch.device(args.device)
     feats, labels = features_like(n)
     feats = feats.to(device)
     pca(feats[:100])  # warm-up
-    times = [seconds(lambda: pca(feats), device) for _ in range(3)]
+    times = [seconds(lambda: pca(feats), device) for _ in range(repeats)]
     threads = torch.get_num_threads()
     if device.type == "cpu" and threads > 1:  # a shared machine: one thread can be faster
         torch.set_num_threads(1)
-        one = statistics.median(seconds(lambda: pca(feats), device) for _ in range(3))
+        one = statistics.median(seconds(lambda: pca(feats), device) for _ in range(repeats))
         torch.set_num_threads(threads)
         print(f"PCA with 1 thread: {one:.3g} s (with {threads}: see the table)", flush=True)
     coords = pca(feats).coords
     unit = torch.nn.functional.normalize(feats, dim=1)  # as the widget keeps them
     query = statistics.median(
-        seconds(lambda: neighbours(unit, 7, 10, normalized=True), device) for _ in range(5)
+        seconds(lambda: neighbours(unit, 7, 10, normalized=True), device)
+        for _ in range(1 if tiny else 5)
     )
     buffer, info = encode_map(coords, labels, feats.norm(dim=1))
     info.update(
@@ -132,9 +140,10 @@ def run(args) -> None:
         projection="pca",
     )
     print_table(
-        ["points", "dim", "PCA s (median of 3)", "neighbour query ms", "map bytes", "bytes/point"],
+        ["points", "dim", f"PCA s (median of {repeats})", "neighbour query ms", "map bytes",
+         "bytes/point"],
         [[n, feats.shape[1], statistics.median(times), 1000 * query, len(buffer), len(buffer) / n]],
-    )
+    )  # fmt: skip
     if shutil.which("chromium") is None:
         print("no chromium on PATH: the browser figures are skipped", flush=True)
         return
@@ -157,9 +166,9 @@ def run(args) -> None:
             print_table(["page", "first draw ms (in page)", "goto + draw ms (wall)"], rows)
             frames = []
             for kind in ("pan", "zoom"):
-                ms = tab.evaluate(FRAMES, [kind, 120])
+                ms = tab.evaluate(FRAMES, [kind, events])
                 frames.append([kind, _p(ms, 0.5), _p(ms, 0.95), max(ms)])
-            gaps = tab.evaluate(INTERVALS, 90)
+            gaps = tab.evaluate(INTERVALS, 10 if tiny else 90)
             frames.append(["pan, rAF interval", _p(gaps, 0.5), _p(gaps, 0.95), max(gaps)])
             print_table(["frame", "p50 ms", "p95 ms", "max ms"], frames)
             count = tab.get_attribute("canvas.fw-map", "data-count")

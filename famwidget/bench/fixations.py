@@ -7,6 +7,10 @@
 - :func:`loc_study` (also ``python -m famwidget.bench.fixations loc``): how well
   ``loc="center"`` and ``loc="argmax"`` localise the discriminative parts on held-out data of
   the zoo models (flower classifiers, self-supervised net, re-ID net); it sets the default.
+
+``--smoke`` (CI): the same tables, rows and columns, each model at 32x32 (``SMOKE_SIZE``; ViT
+built for that size), one image, one round with no warm-up, and the localisation study on 2
+images per model; its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -19,15 +23,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import print_table, seconds
+from . import print_table, seconds, smoke
+
+SMOKE_SIZE = 32
 
 
 def _paired(
-    fns: tuple[Callable[[], Any], Callable[[], Any]], device: torch.device, repeats: int
+    fns: tuple[Callable[[], Any], Callable[[], Any]],
+    device: torch.device,
+    repeats: int,
+    warm_up: bool = True,
 ) -> tuple[float, float, float]:
-    """Median seconds of two functions timed in alternation (after one warm-up each), and the
-    median of their per-round ratios: on a shared machine, load changes hit both alike."""
-    for fn in fns:
+    """Median seconds of two functions timed in alternation (after one warm-up each unless
+    ``warm_up`` is false), and the median of their per-round ratios: on a shared machine, load
+    changes hit both alike."""
+    for fn in fns if warm_up else ():
         fn()
     rounds = [[seconds(fn, device) for fn in fns] for _ in range(repeats)]
     first, second = zip(*rounds, strict=True)
@@ -39,7 +49,12 @@ MODELS = ("resnet50", "convnext_tiny", "efficientnet_b0", "vit_b_16")
 
 
 def measure(
-    device: str = "cpu", batch: int = 2, repeats: int = 5, size: int = 224, name: str = "resnet50"
+    device: str = "cpu",
+    batch: int = 2,
+    repeats: int = 5,
+    size: int = 224,
+    name: str = "resnet50",
+    warm_up: bool = True,
 ) -> dict:
     """Milliseconds per image of one forward pass and of fixations (torchvision ``name``,
     weights=None; a zero-initialised classifier, as ViT's, is given random weights)."""
@@ -49,7 +64,8 @@ def measure(
 
     dev = torch.device(device)
     torch.manual_seed(0)
-    model = torchvision.models.get_model(name, weights=None).eval().to(dev)
+    extra = {"image_size": size} if name.startswith("vit") and size != 224 else {}
+    model = torchvision.models.get_model(name, weights=None, **extra).eval().to(dev)
     for m in model.modules():
         if isinstance(m, nn.Linear) and not bool(m.weight.any()):
             nn.init.normal_(m.weight, std=0.02)
@@ -59,11 +75,13 @@ def measure(
         with torch.inference_mode():
             model(images)
 
-    def explain() -> None:
-        fw.explain(model, images, method="fixations")
+    last: list[Any] = []
 
-    forward_s, fixations_s, ratio = _paired((forward, explain), dev, repeats)
-    points = fw.explain(model, images, method="fixations").points
+    def explain() -> None:
+        last[:] = [fw.explain(model, images, method="fixations")]
+
+    forward_s, fixations_s, ratio = _paired((forward, explain), dev, repeats, warm_up)
+    points = last[0].points
     return {
         "model": name,
         "device": str(dev),
@@ -79,21 +97,23 @@ def measure(
 def run(args: Any = None) -> None:
     """Print the figures; ``args`` may carry ``.device`` (str) and ``.quick`` (bool)."""
     device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
-    quick = bool(getattr(args, "quick", False))
-    repeats = 2 if quick else 5
+    quick, tiny = bool(getattr(args, "quick", False)), smoke(args)
+    repeats = 1 if tiny else 2 if quick else 5
+    size = SMOKE_SIZE if tiny else 224
     rows = []
     for name in MODELS:
-        r = measure(str(device), batch=1 if quick else 2, repeats=repeats, name=name)
+        batch = 1 if quick or tiny else 2
+        r = measure(str(device), batch, repeats, size, name, warm_up=not tiny)
         rows.append([r["model"], r["device"], r["forward_ms"], r["fixations_ms"], r["ratio"],
                      "< 3"])  # fmt: skip
-    print(f"CNN Fixations (weights=None), 224x224, medians of {repeats} alternating runs")
+    print(f"CNN Fixations (weights=None), {size}x{size}, medians of {repeats} alternating runs")
     print_table(
         ["model", "device", "forward ms/image", "fixations ms/image", "fixations / forward",
          "goal"],
         rows,
     )  # fmt: skip
     try:
-        loc_study(50 if quick else 200, str(device))
+        loc_study(2 if tiny else 50 if quick else 200, str(device))
     except (ImportError, FileNotFoundError) as missing:  # the zoo or its weights are absent
         print(f"(localisation study skipped: {missing})")
 

@@ -11,6 +11,10 @@ Three tables:
    table 1, timed between the Score-FAM batches so that both see the same background load;
 3. agreement of the bf16 maps with the fp32 maps (Pearson correlation per image) on structured
    images (scikit-image photos when installed, smooth blobs otherwise).
+
+``--smoke`` (CI): the same tables and columns, ``--quick``'s configurations at 64x64
+(``SMOKE_SIZE``, the smallest size with a spatial ``layer4``), one image, batches of 1 and 2 in
+the sweep, one round; its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import print_table, seconds, synchronize
+from . import print_table, seconds, smoke, synchronize
 
 SIZE = 224
+SMOKE_SIZE = 64
 LAYER = "layer4"
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
@@ -96,11 +101,14 @@ def blob_image(size: int, seed: int) -> Tensor:
     return img.clamp(0, 1)
 
 
-def plain_forward(model: nn.Module, config: Config, device: torch.device) -> Callable[[], None]:
-    """A closure running one plain forward of ``config.batch`` random images as ``config`` says."""
+def plain_forward(
+    model: nn.Module, config: Config, device: torch.device, size: int = SIZE
+) -> Callable[[], None]:
+    """A closure running one plain forward of ``config.batch`` random ``(3,size,size)`` images
+    as ``config`` says."""
     if config.layout == "cl-both":
         model = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    x = torch.randn(config.batch, 3, SIZE, SIZE, device=device)
+    x = torch.randn(config.batch, 3, size, size, device=device)
     if config.layout != "contiguous":
         x = x.contiguous(memory_format=torch.channels_last)
     dtype = PRECISIONS[config.precision]
@@ -150,11 +158,14 @@ class Probe:
         return self.probe_images / self.probe_seconds
 
 
-def sweep(model: nn.Module, device: torch.device, quick: bool) -> list[tuple[Config, float]]:
+def sweep(
+    model: nn.Module, device: torch.device, quick: bool, size: int = SIZE, tiny: bool = False
+) -> list[tuple[Config, float]]:
     """Throughput (images/s) of every configuration, best first.
 
     Round-robin: every round times each configuration on the same number of images, and a
     configuration keeps its best round, so a burst of background load does not decide the order.
+    ``tiny`` (smoke): ``quick``'s layouts at batches 1 and 2, one round of one batch each.
     """
     if device.type == "cuda":
         batches = [64, 256] if quick else [32, 64, 128, 256]
@@ -162,16 +173,18 @@ def sweep(model: nn.Module, device: torch.device, quick: bool) -> list[tuple[Con
     else:
         batches = [8, 32] if quick else [8, 16, 32, 64]
         work = 32 if quick else 64
-    layouts = ["contiguous", "cl-input"] + ([] if quick else ["cl-both"])
+    if tiny:
+        batches, work = [1, 2], 1
+    layouts = ["contiguous", "cl-input"] + ([] if quick or tiny else ["cl-both"])
     configs = [
         Config(precision, layout, batch)
         for precision in precisions(device)
         for layout in layouts
         for batch in batches
     ]
-    forwards = {c: plain_forward(model, c, device) for c in configs}
+    forwards = {c: plain_forward(model, c, device, size) for c in configs}
     best = dict.fromkeys(configs, 0.0)
-    for _ in range(2 if quick else 3):
+    for _ in range(1 if tiny else 2 if quick else 3):
         for c in configs:
             repeats = max(1, work // c.batch)
             elapsed = seconds(lambda f=forwards[c], n=repeats: [f() for _ in range(n)], device)
@@ -193,25 +206,27 @@ def run(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval().to(device)
-    n_images = 1 if args.quick else 4
-    images = structured_images(n_images).to(device)
+    tiny = smoke(args)
+    size = SMOKE_SIZE if tiny else SIZE
+    n_images = 1 if args.quick or tiny else 4
+    images = structured_images(n_images, size).to(device)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads", flush=True)  # fmt: skip
 
-    results = sweep(model, device, args.quick)
+    results = sweep(model, device, args.quick, size, tiny)
     best_config = results[0][0]
     rows = [(c.precision, c.layout, c.batch, r) for c, r in results]
     print_table(["precision", "memory format", "batch", "images/s"], rows)
 
     k = 512
-    configs = [("fp32", True)] if args.quick else [("fp32", False), ("fp32", True)]
+    configs = [("fp32", True)] if args.quick or tiny else [("fp32", False), ("fp32", True)]
     if "bf16" in precisions(device):
         configs.append(("bf16", True))
-    probe_forward = plain_forward(model, best_config, device)
+    probe_forward = plain_forward(model, best_config, device, size)
     maps: dict[str, Tensor] = {}
     rows = []
     for precision, channels_last in configs:
-        every = 2 if args.quick else 1
+        every = 2 if args.quick or tiny else 1
         probe = Probe(probe_forward, best_config.batch, device, every)
         probe.start()
         exp = explain(

@@ -13,6 +13,9 @@ layer, 128 channels) on 8 gallery images of held-out pedestrians (``fw.data.pers
 - fidelity: the Pearson r of each image's map to the exact map (lowest and median over the
   images), and the deletion AUC (:func:`famwidget.metrics.deletion_insertion`, blur baseline,
   score ``cos(f(x'), f(x))``; lower is better) with its change from the exact map's.
+
+``--smoke`` (CI): the same table, rows and columns (every budget, both rules, the peers) on
+one gallery image (``SMOKE_IMAGES``), one round and no warm-up; its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import print_table
+from . import print_table, smoke
 
 BUDGETS = (2, 4, 8, 16, 32, 64)
 QUICK_BUDGETS = (4, 8, 16)
 RULES = ("softmax", "relu-baseline")
+IMAGES = 8
+SMOKE_IMAGES = 1
 
 
 def correlations(exact: Tensor, approx: Tensor) -> list[float]:
@@ -51,13 +56,14 @@ def run(args: argparse.Namespace) -> None:
     from ..targets import Embedding
     from .peers import CALLS, Case, build_work, installed
 
-    quick = getattr(args, "quick", False)
+    quick, tiny = getattr(args, "quick", False), smoke(args)
     budgets = QUICK_BUDGETS if quick else BUDGETS
-    repeats = getattr(args, "repeats", None) or (1 if quick else 3)
+    repeats = getattr(args, "repeats", None) or (1 if quick or tiny else 3)
     device = torch.device(getattr(args, "device", None) or "cpu")
-    demo = reid_demo(8)
+    n = SMOKE_IMAGES if tiny else IMAGES
+    demo = reid_demo(n)
     model, images = demo.model.to(device), demo.gallery.to(device)
-    work = build_work(Case("score-fam", "reid_net", 8), str(device))
+    work = build_work(Case("score-fam", "reid_net", n), str(device))
     peers = [t for t in ("pytorch-grad-cam", "torchcam") if installed(t)]
 
     def fam(rule: str, budget: int | None) -> Callable[[], Any]:
@@ -73,7 +79,7 @@ def run(args: argparse.Namespace) -> None:
     times: dict[Any, list[float]] = {key: [] for key in calls}
     results: dict[Any, Any] = {}
     load = [os.getloadavg()[0]]
-    for key, call in calls.items():  # warm-up
+    for key, call in [] if tiny else calls.items():  # warm-up
         results[key] = call()
     for _ in range(repeats):
         for key, call in calls.items():
@@ -105,7 +111,7 @@ def run(args: argparse.Namespace) -> None:
         rows.append(["softmax", f"{peer} (exact)", "-", f"{median[peer]:.3g} s "
                      f"±{100 * spread[peer]:.0f}%", "-", "-", "-", "-", "-"])  # fmt: skip
     threads = torch.get_num_threads()
-    print(f"re-ID net features (128 channels), 8 images 128x64, {repeats} round(s), "
+    print(f"re-ID net features (128 channels), {n} images 128x64, {repeats} round(s), "
           f"{threads} torch threads, load {min(load):.1f}-{max(load):.1f}")  # fmt: skip
     print_table(
         ["weights", "budget", "forwards", "seconds", "vs exact", "vs faster peer",

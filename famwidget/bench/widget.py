@@ -14,6 +14,10 @@ Prints, measured in the page (``performance.now()``), not asserted:
   bytes (``famwidget demo``) with every image stored once against embedded in every view;
 - first, with no browser (:func:`headless`): Score-FAM clicked in an Explorer against
   ``fw.explain`` on the same image (goal: within 1.1x).
+
+``--smoke`` (CI): the same tables, rows and columns with a 100-image large gallery, a 4-image
+small one, a 4-image demo page, few frames, clicks and hovers, one round, and the headless
+comparison on ``layer3`` of one 32x32 image with no warm-up; its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -29,25 +33,30 @@ import time
 import nbformat
 
 from ..widget.explorer import STATIC
-from . import print_table
+from . import print_table, smoke
 from .jupyter import CHROMIUM_ARGS, jupyterlab, run_all, wait_for_kernel
 
 LARGE_N = 10_000
+SMALL_N = 12
+SMOKE_LARGE_N = 100
+SMOKE_SMALL_N = 4
 
 NOTEBOOK = """
 import famwidget as fw
 from famwidget.demo import reid_demo
-demo = reid_demo(12)
+demo = reid_demo({small})
 w = fw.Explorer(demo.model, demo.gallery, display=demo.display, method="grad-fam")
 w
 """
 
-#: 10,000 pedestrians: 100 of the held-out set, 100 times over (the thumbnails are what counts)
-LARGE = f"""
+#: {n} pedestrians (10,000): 100 of the held-out set, {n}/100 times over (the thumbnails are
+#: what counts)
+LARGE = """
 import numpy as np
 big = reid_demo(100)
-large = fw.Explorer(big.model, big.gallery.repeat(100, 1, 1, 1), display=np.tile(big.display,
-    (100, 1, 1, 1)), labels=[f"person {{i}}" for i in range({LARGE_N})], methods=["grad-fam"])
+large = fw.Explorer(big.model, big.gallery.repeat({n} // 100, 1, 1, 1), display=np.tile(
+    big.display, ({n} // 100, 1, 1, 1)), labels=[f"person {{i}}" for i in range({n})],
+    methods=["grad-fam"])
 large
 """
 CLICK = """
@@ -133,7 +142,7 @@ HOVER = """
 """
 
 
-def headless(quick: bool = False) -> None:
+def headless(quick: bool = False, tiny: bool = False) -> None:
     """Score-FAM clicked in an Explorer with no browser vs ``fw.explain`` on the same image.
 
     Untrained ResNet-18 as an embedding net (``layer4``, 512 channels), one 224x224 photo
@@ -141,6 +150,7 @@ def headless(quick: bool = False) -> None:
     an ``on_progress`` callback (a partial map built after every batch), in a plain thread, and
     ``Explorer.select`` (the worker thread, partial maps streamed and encoded, the cache cleared
     before each round). Prints the table and the torch thread counts of both threads.
+    ``tiny`` (smoke): ``layer3`` (256 channels) of one 32x32 image, one round, no warm-up.
     """
     import threading
 
@@ -154,19 +164,20 @@ def headless(quick: bool = False) -> None:
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval()
     model.fc = torch.nn.Identity()
-    x = structured_images(1, 112 if quick else 224)
-    widget = Explorer(model, x, method="score-fam", layer="layer4", max_seconds=None)
+    x = structured_images(1, 32 if tiny else 112 if quick else 224)
+    layer = "layer3" if tiny else "layer4"  # layer4 of a 32x32 image is 1x1: no map
+    widget = Explorer(model, x, method="score-fam", layer=layer, max_seconds=None)
     threads = widget._worker.submit(lambda stale: torch.get_num_threads()).result()
 
     def library() -> None:
-        explain(model, x, "score-fam", layer="layer4", max_seconds=None)
+        explain(model, x, "score-fam", layer=layer, max_seconds=None)
 
     def library_progress() -> None:
         explain(
             model,
             x,
             "score-fam",
-            layer="layer4",
+            layer=layer,
             max_seconds=None,
             on_progress=lambda done, total, p: None,
         )
@@ -187,9 +198,9 @@ def headless(quick: bool = False) -> None:
         "Explorer.select (worker, streaming)": clicked,
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for fn in variants.values():
+    for fn in [] if tiny else variants.values():
         fn()  # warm-up
-    for _ in range(2 if quick else 3):
+    for _ in range(1 if tiny else 2 if quick else 3):
         for name, fn in variants.items():
             start = time.perf_counter()
             fn()
@@ -214,7 +225,10 @@ def _p95(values: list[float]) -> float:
 def run(args) -> None:
     from playwright.sync_api import sync_playwright
 
-    headless(args.quick)
+    tiny = smoke(args)
+    headless(args.quick, tiny)
+    large_n, small_n = (SMOKE_LARGE_N, SMOKE_SMALL_N) if tiny else (LARGE_N, SMALL_N)
+    quick = args.quick or tiny
 
     bundle_kb = (STATIC / "widget.js").stat().st_size / 1024
     clicks: list[tuple[int, float]] = []
@@ -227,7 +241,8 @@ def run(args) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp)
-        cells = [nbformat.v4.new_code_cell(NOTEBOOK), nbformat.v4.new_code_cell(LARGE)]
+        cells = [nbformat.v4.new_code_cell(NOTEBOOK.format(small=small_n)),
+                 nbformat.v4.new_code_cell(LARGE.format(n=large_n))]  # fmt: skip
         nb = nbformat.v4.new_notebook(cells=cells)
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
         nbformat.write(nb, root / "bench.ipynb")
@@ -239,38 +254,39 @@ def run(args) -> None:
             page.on("websocket", watch)
             page.goto(f"{url}/lab/tree/bench.ipynb")
             wait_for_kernel(page)
-            page.evaluate(FIRST_PAINT, LARGE_N)
+            page.evaluate(FIRST_PAINT, large_n)
             run_all(page)
             try:
                 page.wait_for_function("() => window.fwBench.painted !== null", timeout=600_000)
             except Exception as error:  # say what the notebook printed (a kernel error, ...)
                 outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
-                problem = f"the {LARGE_N:,}-image gallery never painted; the notebook: {outputs}"
+                problem = f"the {large_n:,}-image gallery never painted; the notebook: {outputs}"
                 raise RuntimeError(problem) from error
             bench = page.evaluate("() => window.fwBench")
             first_paint = bench["painted"] - bench["inserted"][1]
-            scroll = page.evaluate(SCROLL, [1, 60 if args.quick else 200])
-            ends = list(range(scroll["last"] - 11, scroll["last"] + 1))
-            for _ in range(1 if args.quick else 3):  # the last 12: new, then cached
+            scroll = page.evaluate(SCROLL, [1, 10 if tiny else 60 if quick else 200])
+            ends = list(range(scroll["last"] - small_n + 1, scroll["last"] + 1))
+            for _ in range(1 if quick else 3):  # the last few: new, then cached
                 large_clicks += [page.evaluate(CLICK, [1, i]) for i in ends]
-            rounds = 1 if args.quick else 3
+            rounds = 2 if tiny else 1 if quick else 3  # smoke: 2, so the cached row is there
             for _ in range(rounds):  # new images: nothing cached (first round), then cached
-                for i in range(12):
+                for i in range(small_n):
                     clicks.append((i, page.evaluate(CLICK, [0, i])))
-            hovers = page.evaluate(HOVER, 50 if args.quick else 200)
+            hovers = page.evaluate(HOVER, 10 if tiny else 50 if quick else 200)
             browser.close()
-    first = [ms for k, (_, ms) in enumerate(clicks) if k < 12]
-    cached = [ms for k, (_, ms) in enumerate(clicks) if k >= 12]
+    first = [ms for k, (_, ms) in enumerate(clicks) if k < small_n]
+    cached = [ms for k, (_, ms) in enumerate(clicks) if k >= small_n]
     sizes = _wire_bytes()
-    demo = _demo_page_bytes()
+    demo = _demo_page_bytes(SMOKE_SMALL_N if tiny else 12)
     rows = [
-        [f"{LARGE_N:,}-image gallery: first paint (ms)", first_paint, "< 1000"],
+        [f"{large_n:,}-image gallery: first paint (ms)", first_paint, "< 1000"],
         ["  scroll: work per frame (ms, p95)", _p95(scroll["work"]), "< 16"],
         ["  scroll: frame interval (ms, p95)", _p95(scroll["interval"]), "< 16.7"],
         ["  thumbnails in the DOM at most", scroll["most"], "bounded"],
-        ["  click → Grad-FAM on screen, new (ms, median)", statistics.median(large_clicks[:12]),
+        ["  click → Grad-FAM on screen, new (ms, median)",
+         statistics.median(large_clicks[:small_n]), "< 200"],
+        [f"{small_n}-image gallery: click → heatmap, new (ms, median)", statistics.median(first),
          "< 200"],
-        ["12-image gallery: click → heatmap, new (ms, median)", statistics.median(first), "< 200"],
         ["  click → heatmap, new (ms, max)", max(first), ""],
     ]  # fmt: skip
     if cached:
@@ -289,8 +305,8 @@ def run(args) -> None:
     print(json.dumps({"wire_bytes": sizes, "demo_page": demo, "messages": len(frames["received"])}))
 
 
-def _demo_page_bytes() -> dict[str, int]:
-    """``famwidget demo``'s page (12 re-ID results, Grad-FAM and Score-FAM, 2 pair views)."""
+def _demo_page_bytes(n: int = 12) -> dict[str, int]:
+    """``famwidget demo``'s page (``n`` re-ID results, Grad-FAM and Score-FAM, 2 pair views)."""
     import contextlib
     import io
 
@@ -298,7 +314,7 @@ def _demo_page_bytes() -> dict[str, int]:
     from ..widget.standalone import page_sizes
 
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-        path = demo(pathlib.Path(tmp), "grad-fam", 12)
+        path = demo(pathlib.Path(tmp), "grad-fam", n)
         return page_sizes(path)
 
 
