@@ -16,7 +16,7 @@ Prints, measured in the page (``performance.now()``), not asserted:
   ``fw.explain`` on the same image (goal: within 1.1x).
 
 ``--smoke`` (CI): the same tables, rows and columns with a 100-image large gallery, a 4-image
-small one, a 4-image demo page, few frames, clicks and hovers, one round, and the headless
+small one, a 2-image demo page, few frames, clicks and hovers, one round, and the headless
 comparison on ``layer3`` of one 32x32 image with no warm-up; its figures mean nothing.
 """
 
@@ -40,6 +40,7 @@ LARGE_N = 10_000
 SMALL_N = 12
 SMOKE_LARGE_N = 100
 SMOKE_SMALL_N = 4
+SMOKE_DEMO_N = 2
 
 NOTEBOOK = """
 import famwidget as fw
@@ -277,7 +278,7 @@ def run(args) -> None:
     first = [ms for k, (_, ms) in enumerate(clicks) if k < small_n]
     cached = [ms for k, (_, ms) in enumerate(clicks) if k >= small_n]
     sizes = _wire_bytes()
-    demo = _demo_page_bytes(SMOKE_SMALL_N if tiny else 12)
+    demo = _demo_page_bytes(SMOKE_DEMO_N if tiny else 12)
     rows = [
         [f"{large_n:,}-image gallery: first paint (ms)", first_paint, "< 1000"],
         ["  scroll: work per frame (ms, p95)", _p95(scroll["work"]), "< 16"],
