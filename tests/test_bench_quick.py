@@ -320,7 +320,13 @@ def test_every_benchmark_has_a_smoke_check():
     assert sorted(SMOKE) == sorted(BENCHMARKS), "a benchmark without a smoke check here"
 
 
-@pytest.mark.parametrize("name", BENCHMARKS)
+IN_A_BROWSER = ("widget", "embedding")  # JupyterLab / an offline page in Chromium
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.browser) if n in IN_A_BROWSER else n for n in BENCHMARKS],
+)
 def test_bench_smoke_prints_every_row_and_column(name):
     """``famwidget bench --only NAME --smoke`` finishes and prints its tables with every row
     and column, each cell a number where the full run prints one (no timing is bounded)."""
