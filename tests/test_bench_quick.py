@@ -334,3 +334,15 @@ def test_bench_smoke_prints_every_row_and_column(name):
     assert f"== {name} (cpu, smoke) ==" in text
     assert "not written yet" not in text
     SMOKE[name](text)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--smoke", "--quick"], "--smoke and --quick exclude each other"),
+     (["--smoke", "--peers"], "--peers has --quick instead")],
+)  # fmt: skip
+def test_bench_smoke_refuses_what_it_cannot_mean(argv, message):
+    from famwidget.bench import main
+
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        main(argv)

@@ -66,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.smoke and args.quick:
         raise SystemExit("--smoke and --quick exclude each other: choose one")
+    if args.smoke and args.peers:
+        raise SystemExit("--smoke runs the benchmarks of --only; --peers has --quick instead")
     if args.repeats is not None and args.repeats < 1:
         raise SystemExit(f"--repeats must be >= 1, got {args.repeats}")
     if args.peers:
