@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.famwidget-installed
 BUNDLE := famwidget/widget/static/widget.js
-JS := $(wildcard js/*.js js/*.css)
+JS := $(wildcard js/*.js js/*.mjs js/*.css)
 
 .PHONY: setup demo test lint pytest vitest chromium clean
 
