@@ -48,9 +48,10 @@ TWENTY_CLICKS = """async () => {
   seen.observe(root, {attributes: true, attributeFilter: ['data-state']});
   for (let i = 0; i < 20; i++) {  // ... 3, 4, 0, 1, 2, 3, 4: twenty clicks in one second
     root.querySelector(`.fw-thumb[data-index='${i % 5}']`).click();
+    // counted right after the last click: a cached answer can come back within the 50 ms wait
+    if (i === 19) window.fwClicksDone = window.fwReady.length;
     await new Promise((r) => setTimeout(r, 50));
   }
-  window.fwClicksDone = window.fwReady.length;
 }"""
 
 
@@ -80,7 +81,8 @@ def test_twenty_clicks_a_second_leave_the_last_on_screen_and_errors_recover(
     assert page.get_attribute(".fw-thumb.fw-selected", "data-index") == "4"
     assert page.eval_on_selector(".fw-caption", "e => e.textContent").startswith("e ·")
     after_clicks = page.evaluate("window.fwReady.slice(window.fwClicksDone)")
-    assert set(after_clicks) == {"4"}, f"after the clicks the view was ready on {after_clicks}"
+    assert set(after_clicks) <= {"4"}, f"after the last click the view was ready on {after_clicks}"
+    assert page.evaluate("window.fwReady.at(-1)") == "4", "the last 'ready' was not the last click"
     page.screenshot(path=screenshots / "lab-twenty-clicks.png")
 
     # a worker exception: shown in .fw-error with its traceback; the next click works
