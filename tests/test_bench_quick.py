@@ -229,6 +229,15 @@ def smoke_widget(text: str) -> None:
         [("fw.explain (main thread)",), ("fw.explain + on_progress",),
          ("fw.explain in a thread",), ("Explorer.select (worker, streaming)",)],
     )  # fmt: skip
+    check_table(
+        text,
+        ["Score-FAM in JupyterLab", r"s \(median\)", "vs fw.explain", "range"],
+        [TEXT, NUM, r"\d+\.\d\dx", rf"{NUM}-{NUM}"],
+        [("fw.explain in a cell",), ("click → final map on screen",)],
+    )  # fmt: skip
+    for phase in ("library", "click"):  # the CPU seconds of each process were read
+        line = re.search(rf"CPU seconds per round, {phase}: (.+)", text)
+        assert line and {"chromium", "kernel"} <= set(re.findall(r"[a-z]+", line[1])), phase
     measures = [
         "100-image gallery: first paint (ms)", "scroll: work per frame (ms, p95)",
         "scroll: frame interval (ms, p95)", "thumbnails in the DOM at most",

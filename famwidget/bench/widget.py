@@ -13,7 +13,10 @@ Prints, measured in the page (``performance.now()``), not asserted:
   explanation on the wire, the size of the minified bundle (goal < 60 KB), and the demo page's
   bytes (``famwidget demo``) with every image stored once against embedded in every view;
 - first, with no browser (:func:`headless`): Score-FAM clicked in an Explorer against
-  ``fw.explain`` on the same image (goal: within 1.1x).
+  ``fw.explain`` on the same image (goal: within 1.1x);
+- then in JupyterLab (:func:`in_jupyterlab`): ``fw.explain`` in a cell against a click on a new
+  thumbnail, alternating, with the CPU seconds of the kernel, the server and Chromium (goal:
+  within 1.1x).
 
 ``--smoke`` (CI): the same tables, rows and columns with a 100-image large gallery, a 4-image
 small one, a 2-image demo page, few frames, clicks and hovers, one round, and the headless
@@ -22,6 +25,7 @@ comparison on ``layer3`` of one 32x32 image with no warm-up; its figures mean no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -218,6 +222,115 @@ def headless(quick: bool = False, tiny: bool = False) -> None:
     print_table(["Score-FAM, one image", "s (median)", "vs fw.explain", "range"], rows)
 
 
+#: the in-JupyterLab comparison: one Explorer and the same images, explained by the library in a
+#: cell (``LIBRARY_CELL``, run again before every click) and by a click on a new thumbnail
+SCORE_FAM_SETUP = """
+import json, time, torch, torchvision
+import famwidget as fw
+from famwidget.bench.scorefam import structured_images
+torch.manual_seed(0)
+sf_model = torchvision.models.resnet18(weights=None).eval()
+sf_model.fc = torch.nn.Identity()
+sf_x = structured_images({n}, {size})
+sf_options = dict(layer="{layer}", max_seconds=None)
+sf = fw.Explorer(sf_model, sf_x, method="score-fam", **sf_options)
+{warm}
+sf_next = 0
+sf
+"""
+LIBRARY_CELL = """
+sf_start = time.perf_counter()
+fw.explain(sf_model, sf_x[sf_next:sf_next + 1], "score-fam", **sf_options)
+print("FWLIB" + json.dumps([sf_next, time.perf_counter() - sf_start]))
+sf_next += 1
+"""
+
+LIBRARY_TIMES = """
+() => [...document.querySelectorAll('.jp-OutputArea-output')]
+  .filter((e) => e.textContent.includes('FWLIB'))
+  .map((e) => JSON.parse(e.textContent.split('FWLIB')[1]))
+"""
+
+
+def in_jupyterlab(quick: bool = False, tiny: bool = False) -> None:
+    """Score-FAM in JupyterLab: ``fw.explain`` in a cell against a click on a new thumbnail.
+
+    The kernel, the server and Chromium share this machine's cores, as they do on a laptop.
+    Untrained ResNet-18 as an embedding net (``layer4``), 224x224 photos; rounds alternate: the
+    library cell explains image ``i`` (timed in the kernel), then a click on thumbnail ``i``
+    (timed in the page, click until the final map is on screen, which includes the round trip).
+    Prints the medians, their ratio, and each process's CPU seconds per round (``psutil``).
+    ``tiny`` (smoke): ``layer3`` of 32x32 images, one round, no warm-up.
+    """
+    import psutil
+    from playwright.sync_api import sync_playwright
+
+    rounds = 1 if tiny else 3 if quick else 5
+    size, layer = (32, "layer3") if tiny else (224, "layer4")
+    warm = "" if tiny else 'fw.explain(sf_model, sf_x[:1], "score-fam", **sf_options)  # warm-up'
+    setup = SCORE_FAM_SETUP.format(n=rounds + 1, size=size, layer=layer, warm=warm)
+    library, clicks = [], []
+    cpu: dict[str, dict[str, float]] = {"library": {}, "click": {}}
+
+    def cpu_seconds() -> dict[str, float]:
+        found: dict[str, float] = {}
+        for proc in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                line = " ".join(proc.info["cmdline"] or [])
+                kind = ("chromium" if "chrom" in line else "kernel" if "ipykernel" in line
+                        else "server" if "jupyterlab" in line else None)  # fmt: skip
+                if kind:
+                    times = proc.cpu_times()
+                    found[kind] = found.get(kind, 0.0) + times.user + times.system
+        return found
+
+    def add(phase: str, before: dict[str, float], after: dict[str, float]) -> None:
+        for kind, value in after.items():
+            cpu[phase][kind] = cpu[phase].get(kind, 0.0) + value - before.get(kind, 0.0)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = pathlib.Path(tmp)
+        cells = [nbformat.v4.new_code_cell(setup), nbformat.v4.new_code_cell(LIBRARY_CELL)]
+        nb = nbformat.v4.new_notebook(cells=cells)
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+        nbformat.write(nb, root / "scorefam.ipynb")
+        with jupyterlab(root) as url, sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_ARGS
+            )
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{url}/lab/tree/scorefam.ipynb")
+            wait_for_kernel(page)
+            run_all(page)
+            page.wait_for_function(f"() => ({LIBRARY_TIMES})().length === 1", timeout=600_000)
+            page.wait_for_selector(".famwidget .fw-thumb[data-index='1']")
+            for i in range(1, rounds + 1):
+                before = cpu_seconds()
+                page.locator(".jp-CodeCell").nth(1).locator(".jp-InputArea-editor").click()
+                page.keyboard.press("Shift+Enter")
+                page.wait_for_function(
+                    f"() => ({LIBRARY_TIMES})().some(([k]) => k === {i})", timeout=600_000
+                )
+                library.append(page.evaluate(LIBRARY_TIMES)[-1][1])
+                middle = cpu_seconds()
+                add("library", before, middle)
+                clicks.append(page.evaluate(CLICK, [0, i]) / 1000)
+                add("click", middle, cpu_seconds())
+            browser.close()
+    base = statistics.median(library)
+    rows = [
+        ["fw.explain in a cell", base, "1.00x", f"{min(library):.2f}-{max(library):.2f}"],
+        ["click → final map on screen", statistics.median(clicks),
+         f"{statistics.median(clicks) / base:.2f}x", f"{min(clicks):.2f}-{max(clicks):.2f}"],
+    ]  # fmt: skip
+    print(f"Score-FAM in JupyterLab, {rounds} alternating rounds, {size}x{size}, {layer}; load "
+          f"average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
+    print_table(["Score-FAM in JupyterLab", "s (median)", "vs fw.explain", "range"], rows)
+    for phase, found in cpu.items():
+        spent = ", ".join(f"{k} {v / rounds:.1f}" for k, v in sorted(found.items()))
+        print(f"CPU seconds per round, {phase}: {spent}")
+
+
 def _p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[int(0.95 * (len(ordered) - 1))]
@@ -228,6 +341,7 @@ def run(args) -> None:
 
     tiny = smoke(args)
     headless(args.quick, tiny)
+    in_jupyterlab(args.quick, tiny)
     large_n, small_n = (SMOKE_LARGE_N, SMOKE_SMALL_N) if tiny else (LARGE_N, SMALL_N)
     quick = args.quick or tiny
 
