@@ -400,7 +400,7 @@ def test_tap_is_off_during_masked_forwards():
     model, x = small(), blobs(1)
     seen = []
     model.features.register_forward_hook(lambda m, i, o: seen.append(len(m._forward_hooks)))
-    exp = explain(model, x, "score-fam", layer="features", batch_size=3)
+    exp = explain(model, x, "score-fam", layer="features", batch_size=3, fold=False)
     clean = max(i for i, n in enumerate(seen) if n == 2)  # the clean pass: ours and the tap
     # (probes before it, e.g. the cost estimate, may run too); then the baseline image (default
     # weights for a feature vector: relu-baseline), then the batches, all without the tap

@@ -40,6 +40,7 @@ from ..maps import RELATIVE_EPS, cam, cam_reasons, gaussian_kernel, minmax, upsa
 from ..method import Method
 from ..tap import Tap, preserved
 from ..targets import Bound, Embedding, OutputKey, Predicted, Target
+from .inference_copy import agrees, inference_copy
 
 MASKINGS = ("multiply", "mean", "blur")
 WEIGHT_RULES = ("softmax", "raw", "relu-baseline")
@@ -488,6 +489,7 @@ def score_fam(
     grid: tuple[int, int] | None = None,
     max_channels: int | None = None,
     budget: int | None = None,
+    fold: bool | None = None,
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     method: str = "score-fam",
 ) -> Explanation:
@@ -531,6 +533,13 @@ def score_fam(
       copies in all, and the Explanation from the channels scored so far (the same formula
       restricted to them; the last one is the final map). An exception raised inside it stops
       the run and propagates (the widget cancels this way).
+    - ``fold=None``: run the masked copies through a copy of the model with each BatchNorm
+      folded into the convolution before it and the weights of convs and linears stored in the
+      autocast dtype (:mod:`famwidget.explainers.inference_copy`; cached per model, rebuilt
+      when a weight changes). It is used only where fx traces the model and the copy's output
+      on the clean images agrees with the model's within 2% (L2); ``options["fold"]`` says
+      whether it ran. ``None``: on for CPUs (1.08-1.2x faster masked forwards, ResNet-18 bf16
+      at 224), off on CUDA (not measured there); ``False``: the model itself.
     - ``max_seconds=600``: refuse, before the clean pass, a run estimated to take longer
       (``famwidget.budget``: a timed forward of one downscaled image, scaled by pixels, times
       channels x images) or to need more memory than is available; ``None``: no limit.
@@ -558,6 +567,8 @@ def score_fam(
         weights = "relu-baseline"  # measured best for feature vectors (see the docstring)
     rules = resolve_rules(masking, score, weights, convention)
     _check_options(batch_size, channels_last, on_progress)
+    if fold is not None and not isinstance(fold, bool):
+        raise TypeError(f"fold must be None (automatic), True or False, not {fold!r}")
     if max_channels is not None and (
         isinstance(max_channels, bool) or not isinstance(max_channels, int) or max_channels < 1
     ):
@@ -602,7 +613,9 @@ def score_fam(
         options.update(grid=read.grid, prefix_tokens=read.prefix)
         last: dict[str, Tensor] = {}
         score_fn = bound.probability if rules.score == "probability" else bound.score
-        scorer = MaskedScorer(model, images, baseline, activations, score_fn, autocast, use_cl)
+        runner = folded_runner(model, images, autocast, use_cl, fold)
+        options["fold"] = runner is not model
+        scorer = MaskedScorer(runner, images, baseline, activations, score_fn, autocast, use_cl)
         base_scores = None
         if rules.weights == "relu-baseline":
             base = torch.zeros_like(images) if baseline is None else baseline
@@ -626,6 +639,29 @@ def score_fam(
         final = score_channels(scorer, batch_size, build, on_progress, max_channels, budget)
     reasons = score_reasons(activations, last["beta"], last["scores"], last["done"], rules.weights)
     return flag_degenerate(final, reasons)
+
+
+def folded_runner(
+    model: nn.Module,
+    images: Tensor,
+    autocast: torch.dtype | None,
+    channels_last: bool,
+    fold: bool | None,
+) -> nn.Module:
+    """What runs the masked copies: the folded copy of ``model`` when ``fold`` (``None``: on a
+    CPU) and it can be built and agrees with the model on ``images`` ``(B,C,H,W)``; else the
+    model itself."""
+    if fold is False or (fold is None and images.device.type != "cpu"):
+        return model
+    folded = inference_copy(model, autocast)
+    if folded is None:
+        return model
+    folded = folded.to(images.device)
+    x = images.contiguous(memory_format=torch.channels_last) if channels_last else images
+    cast = torch.autocast(images.device.type, dtype=autocast, enabled=autocast is not None)
+    with torch.inference_mode(), cast:
+        same = agrees(folded(x), model(x))
+    return folded if same else model
 
 
 def score_reasons(
