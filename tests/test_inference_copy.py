@@ -177,3 +177,69 @@ def test_fold_must_be_a_bool_or_none():
     model, x = resnet(), torch.randn(1, 3, 64, 64)
     with pytest.raises(TypeError, match="fold must be None"):
         explain(model, x, "score-fam", layer="layer4", fold="yes")
+
+
+class SmallBN(nn.Module):
+    """Two conv + BatchNorm + ReLU stages, an embedding of 16 numbers: quick to compile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        )  # fmt: skip
+
+    def forward(self, x):
+        return self.features(x).mean(dim=(2, 3))
+
+
+def test_compile_runs_the_compiled_copy_once_per_shape_and_gives_the_same_map():
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    model = randomise_norms(SmallBN()).eval()
+    x = torch.randn(2, 3, 32, 32)
+    options = dict(layer="features", precision="fp32", batch_size=5, max_seconds=None)
+    exp = explain(model, x[:1], "score-fam", compile=True, **options)
+    assert exp.options["compiled"] is True and exp.options["fold"] is True
+    assert exp.options["forwards"] % 5 != 0  # the last batch was padded to 5
+    graphs = counters["stats"]["unique_graphs"]
+    again = explain(model, x[1:], "score-fam", compile=True, **options)  # a new image
+    assert counters["stats"]["unique_graphs"] == graphs  # no new compilation
+    for e, image in ((exp, x[:1]), (again, x[1:])):
+        ref = explain(model, image, "score-fam", fold=False, **options)
+        assert ref.options["compiled"] is False
+        assert torch.allclose(e.heatmap, ref.heatmap, atol=1e-4)
+
+
+def test_a_compile_that_fails_warns_and_runs_the_folded_copy(monkeypatch):
+    import famwidget.explainers.scorefam as scorefam
+
+    def broken(folded):
+        def run(*args):
+            raise RuntimeError("no C++ compiler (simulated)")
+
+        return run
+
+    monkeypatch.setattr(scorefam, "compiled", broken)
+    torch.manual_seed(0)
+    model, x = randomise_norms(SmallBN()).eval(), torch.randn(1, 3, 32, 32)
+    options = dict(layer="features", precision="fp32", max_seconds=None)
+    with pytest.warns(UserWarning, match="could not compile the model.*simulated"):
+        exp = explain(model, x, "score-fam", compile=True, **options)
+    assert exp.options["compiled"] is False and exp.options["fold"] is True
+    ref = explain(model, x, "score-fam", fold=False, **options)
+    assert torch.allclose(exp.heatmap, ref.heatmap, atol=1e-5)
+
+
+def test_compile_needs_the_folded_copy():
+    torch.manual_seed(0)
+    model, x = randomise_norms(SmallBN()).eval(), torch.randn(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="drop fold=False"):
+        explain(model, x, "score-fam", layer="features", compile=True, fold=False)
+    with pytest.raises(TypeError, match="compile must be True or False"):
+        explain(model, x, "score-fam", layer="features", compile="yes")
+    branchy = randomise_norms(Branchy()).eval()  # cannot be traced, so nothing to compile
+    with pytest.warns(UserWarning, match="could not be folded"):
+        exp = explain(branchy, x, "score-fam", layer="features", compile=True)
+    assert exp.options["compiled"] is False

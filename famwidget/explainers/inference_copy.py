@@ -22,7 +22,7 @@ Measured on a 2-core AVX512-BF16 CPU (paired runs, untrained ResNet-18, batches 
 224x224, 4 rounds of 3-4 s each): bf16 autocast on the model 137-141 images/s,
 the copy under autocast 148-168 images/s (1.08-1.2x); ``torch.compile`` (inductor, freezing)
 of a bf16 copy 189-213 images/s, but 7.5 s to compile with a warm cache and 24.5 s cold, so it
-is not used (see the README's performance section).
+runs only when asked (``compile=True``, :func:`compiled`; see the README's performance section).
 
 The copy is cached per model and rebuilt when any parameter or buffer is replaced or changed
 in place (its ``_version``), when a module is added or removed, or a ``training`` flag flips.
@@ -71,6 +71,18 @@ def inference_copy(model: nn.Module, dtype: torch.dtype | None) -> fx.GraphModul
     return built
 
 
+def compiled(folded: fx.GraphModule) -> nn.Module:
+    """``torch.compile`` of the folded copy (inductor, weights frozen as constants), cached on
+    the copy, so it lives as long as the copy does (a weight change builds a new copy). Dynamo
+    compiles once per input shape; :class:`~famwidget.explainers.scorefam.MaskedScorer` pads
+    every batch to one size so that one compilation serves a whole run and the next ones."""
+    found = folded.__dict__.get("_fw_compiled")
+    if found is None:
+        found = torch.compile(folded, options={"freezing": True})
+        folded.__dict__["_fw_compiled"] = found
+    return found
+
+
 def _versions(model: nn.Module) -> tuple:
     """Every parameter's and buffer's in-place version (an optimizer step changes them)."""
     tensors = [*model.parameters(), *model.buffers()]
@@ -91,7 +103,7 @@ def _build(traced: fx.GraphModule, dtype: torch.dtype | None) -> fx.GraphModule:
         graph.erase_node(node)
     for node in graph.nodes:
         if node.op == "call_module" and node.target not in root:
-            module = folded.get(node.target) or copy.deepcopy(traced.get_submodule(node.target))
+            module = folded.get(node.target) or _copy(traced.get_submodule(node.target), dtype)
             root[node.target] = _cast(_without_hooks(module), dtype)
         elif node.op == "get_attr" and node.target not in root:
             value = _attribute(traced, node.target)
@@ -131,7 +143,6 @@ def _conv_norm(
 
 def fold(conv: nn.Module, norm: nn.Module) -> nn.Module:
     """A new conv computing ``norm(conv(x))`` (eval mode) in one convolution."""
-    fused = copy.deepcopy(conv)
     scale = norm.running_var.double().add(norm.eps).rsqrt()
     if norm.weight is not None:
         scale = scale * norm.weight.double()
@@ -141,9 +152,23 @@ def fold(conv: nn.Module, norm: nn.Module) -> nn.Module:
     shape = (-1,) + (1,) * (conv.weight.dim() - 1)
     weight = conv.weight.double() * scale.view(shape)
     bias = shift if conv.bias is None else conv.bias.double() * scale + shift
-    fused.weight = nn.Parameter(weight.to(conv.weight.dtype), requires_grad=False)
+    weight = nn.Parameter(weight.to(conv.weight.dtype), requires_grad=False)
+    fused = copy.deepcopy(conv, {id(conv.weight): weight, id(conv.bias): None})
     fused.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
     return fused
+
+
+def _copy(module: nn.Module, dtype: torch.dtype | None) -> nn.Module:
+    """``copy.deepcopy(module)``, with the weights of convs and linears made in ``dtype``
+    directly (no full-precision copy of them is made on the way: peak memory)."""
+    memo: dict[int, object] = {}
+    if dtype is not None:
+        for m in module.modules():
+            if isinstance(m, (*CONVS, nn.Linear)):
+                for p in m.parameters(recurse=False):
+                    if p.is_floating_point():
+                        memo[id(p)] = nn.Parameter(p.detach().to(dtype), requires_grad=False)
+    return copy.deepcopy(module, memo)
 
 
 HOOKS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
