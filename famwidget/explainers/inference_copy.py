@@ -22,7 +22,8 @@ Measured on a 2-core AVX512-BF16 CPU (paired runs, untrained ResNet-18, batches 
 224x224, 4 rounds of 3-4 s each): bf16 autocast on the model 137-141 images/s,
 the copy under autocast 148-168 images/s (1.08-1.2x); ``torch.compile`` (inductor, freezing)
 of a bf16 copy 189-213 images/s, but 7.5 s to compile with a warm cache and 24.5 s cold, so it
-runs only when asked (``compile=True``, :func:`compiled`; see the README's performance section).
+is not used: inside ``fw.explain`` it gained nothing measurable (3.32 vs 3.40 s per ResNet-18
+Score-FAM, 5 images, after compiling; see the README's performance section).
 
 The copy is cached per model and rebuilt when any parameter or buffer is replaced or changed
 in place (its ``_version``), when a module is added or removed, or a ``training`` flag flips.
@@ -69,18 +70,6 @@ def inference_copy(model: nn.Module, dtype: torch.dtype | None) -> fx.GraphModul
         built = _build(traced, dtype)
     _COPIES[model] = (key, built)
     return built
-
-
-def compiled(folded: fx.GraphModule) -> nn.Module:
-    """``torch.compile`` of the folded copy (inductor, weights frozen as constants), cached on
-    the copy, so it lives as long as the copy does (a weight change builds a new copy). Dynamo
-    compiles once per input shape; :class:`~famwidget.explainers.scorefam.MaskedScorer` pads
-    every batch to one size so that one compilation serves a whole run and the next ones."""
-    found = folded.__dict__.get("_fw_compiled")
-    if found is None:
-        found = torch.compile(folded, options={"freezing": True})
-        folded.__dict__["_fw_compiled"] = found
-    return found
 
 
 def _versions(model: nn.Module) -> tuple:

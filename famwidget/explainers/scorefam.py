@@ -23,7 +23,6 @@ Score-FAM and Score-CAM are the same computation with different targets (``Embed
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -41,7 +40,7 @@ from ..maps import RELATIVE_EPS, cam, cam_reasons, gaussian_kernel, minmax, upsa
 from ..method import Method
 from ..tap import Tap, preserved
 from ..targets import Bound, Embedding, OutputKey, Predicted, Target
-from .inference_copy import agrees, compiled, inference_copy
+from .inference_copy import agrees, inference_copy
 
 MASKINGS = ("multiply", "mean", "blur")
 WEIGHT_RULES = ("softmax", "raw", "relu-baseline")
@@ -340,10 +339,8 @@ class MaskedScorer:
         score: Callable[[object, Tensor], Tensor],
         autocast: torch.dtype | None,
         channels_last: bool,
-        fixed_batch: int | None = None,
     ) -> None:
         self.model = model
-        self.fixed_batch = fixed_batch
         self.x = x
         self.baseline = baseline
         self.activations = activations
@@ -357,31 +354,14 @@ class MaskedScorer:
         return self.forward(masked_inputs(self.x, self.baseline, masks, images), images)
 
     def forward(self, batch: Tensor, index: Tensor) -> Tensor:
-        """Scores ``(N,)`` of the model on ``batch`` ``(N,C,H,W)``, copies of images ``index``.
-
-        With ``fixed_batch`` (a compiled model) a smaller batch is padded with copies of its
-        last input to that size, so the compiled code sees one shape; the padding's scores are
-        dropped. A larger batch runs in pieces of that size."""
-        n = len(batch)
-        if self.fixed_batch is not None and n != self.fixed_batch:
-            if n > self.fixed_batch:
-                step = self.fixed_batch
-                parts = [self.forward(batch[i:i + step], index[i:i + step])
-                         for i in range(0, n, step)]  # fmt: skip
-                return torch.cat(parts)
-            extra = self.fixed_batch - n
-            batch = torch.cat([batch, batch[-1:].expand(extra, *batch.shape[1:])])
-            index = torch.cat([index, index[-1:].expand(extra)])
+        """Scores ``(N,)`` of the model on ``batch`` ``(N,C,H,W)``, copies of images ``index``."""
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         device = batch.device.type
-        # dynamo traces under no_grad; eager runs are a little faster under inference_mode
-        grad_off = torch.no_grad() if self.fixed_batch is not None else torch.inference_mode()
-        cast = torch.autocast(device, dtype=self.autocast, enabled=self.autocast is not None)
-        with grad_off:
-            with cast:
+        with torch.inference_mode():
+            with torch.autocast(device, dtype=self.autocast, enabled=self.autocast is not None):
                 output = self.model(batch)
-            return at_least_fp32(self.score(output, index))[:n]
+            return at_least_fp32(self.score(output, index))
 
 
 def scored_batches(
@@ -401,7 +381,6 @@ def scored_batches(
         except OUT_OF_MEMORY:
             if stop - start == 1:
                 raise
-            scorer.fixed_batch = None  # a compiled model then sees the smaller batches as they are
             size = max(1, (stop - start) // 2)
             values = None
         if values is None:
@@ -511,7 +490,6 @@ def score_fam(
     max_channels: int | None = None,
     budget: int | None = None,
     fold: bool | None = None,
-    compile: bool = False,
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     method: str = "score-fam",
 ) -> Explanation:
@@ -562,14 +540,6 @@ def score_fam(
       on the clean images agrees with the model's within 2% (L2); ``options["fold"]`` says
       whether it ran. ``None``: on for CPUs (1.08-1.2x faster masked forwards, ResNet-18 bf16
       at 224), off on CUDA (not measured there); ``False``: the model itself.
-    - ``compile=False``: ``True`` runs the folded copy through ``torch.compile`` (inductor,
-      weights frozen), cached with the copy, every batch padded to one size so one
-      compilation serves every later call with that image size and batch size. Measured on a
-      2-core AVX512-BF16 CPU: 1.15-1.3x faster masked forwards than the folded copy, after
-      24.5 s to compile (7.5 s with inductor's on-disk cache warm): it pays after about 70
-      explanations of one model at one size, so it is off by default. It needs ``fold`` (it is
-      refused with ``fold=False``) and a C++ compiler; where compiling fails, the folded copy
-      runs and a warning says why. ``options["compiled"]`` says whether it ran.
     - ``max_seconds=600``: refuse, before the clean pass, a run estimated to take longer
       (``famwidget.budget``: a timed forward of one downscaled image, scaled by pixels, times
       channels x images) or to need more memory than is available; ``None``: no limit.
@@ -599,10 +569,6 @@ def score_fam(
     _check_options(batch_size, channels_last, on_progress)
     if fold is not None and not isinstance(fold, bool):
         raise TypeError(f"fold must be None (automatic), True or False, not {fold!r}")
-    if not isinstance(compile, bool):
-        raise TypeError(f"compile must be True or False, not {compile!r}")
-    if compile and fold is False:
-        raise ValueError("compile=True compiles the folded copy of the model: drop fold=False")
     if max_channels is not None and (
         isinstance(max_channels, bool) or not isinstance(max_channels, int) or max_channels < 1
     ):
@@ -647,21 +613,9 @@ def score_fam(
         options.update(grid=read.grid, prefix_tokens=read.prefix)
         last: dict[str, Tensor] = {}
         score_fn = bound.probability if rules.score == "probability" else bound.score
-        runner = folded_runner(model, images, autocast, use_cl, True if compile else fold)
+        runner = folded_runner(model, images, autocast, use_cl, fold)
         options["fold"] = runner is not model
-        fixed = None
-        if compile and options["fold"]:
-            size = batch_size or auto_batch_size(images, activations.shape[:2].numel())
-            fast = compiled_runner(runner, images, autocast, use_cl, size)
-            if fast is not None:
-                runner, fixed = fast, size
-        elif compile:
-            warnings.warn("compile=True: the model could not be folded (torch.fx cannot trace "
-                          "it, or the copy disagrees with it); the masked copies run uncompiled",
-                          stacklevel=2)  # fmt: skip
-        options["compiled"] = fixed is not None
-        scorer = MaskedScorer(runner, images, baseline, activations, score_fn, autocast, use_cl,
-                              fixed)  # fmt: skip
+        scorer = MaskedScorer(runner, images, baseline, activations, score_fn, autocast, use_cl)
         base_scores = None
         if rules.weights == "relu-baseline":
             base = torch.zeros_like(images) if baseline is None else baseline
@@ -708,38 +662,6 @@ def folded_runner(
     with torch.inference_mode(), cast:
         same = agrees(folded(x), model(x))
     return folded if same else model
-
-
-def compiled_runner(
-    folded: nn.Module,
-    images: Tensor,
-    autocast: torch.dtype | None,
-    channels_last: bool,
-    batch: int,
-) -> nn.Module | None:
-    """The compiled folded copy, checked on one batch of ``batch`` copies of the first image
-    against the folded copy itself; ``None`` (with a warning) where it cannot be compiled or
-    disagrees."""
-    fast = compiled(folded)
-    x = images[:1].expand(batch, *images.shape[1:])
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    cast = torch.autocast(images.device.type, dtype=autocast, enabled=autocast is not None)
-    try:
-        with torch.no_grad(), cast:
-            same = agrees(fast(x), folded(x))
-    except Exception as error:  # no C++ compiler, an op inductor cannot lower, ...
-        warnings.warn(
-            f"compile=True: torch.compile could not compile the model ({type(error).__name__}: "
-            f"{str(error)[:300]}); the masked copies run uncompiled",
-            stacklevel=3,
-        )
-        return None
-    if not same:
-        warnings.warn("compile=True: the compiled model disagrees with the model; the masked "
-                      "copies run uncompiled", stacklevel=3)  # fmt: skip
-        return None
-    return fast
 
 
 def score_reasons(
