@@ -177,3 +177,25 @@ def test_fold_must_be_a_bool_or_none():
     model, x = resnet(), torch.randn(1, 3, 64, 64)
     with pytest.raises(TypeError, match="fold must be None"):
         explain(model, x, "score-fam", layer="layer4", fold="yes")
+
+
+class Uncopyable(nn.Module):
+    """A module holding something ``copy.deepcopy`` refuses (a lock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.features[2].lock = threading.Lock()
+
+    def forward(self, x):
+        return self.features(x).mean(dim=(2, 3))
+
+
+def test_a_model_that_cannot_be_copied_runs_itself():
+    torch.manual_seed(0)
+    model, x = randomise_norms(Uncopyable()).eval(), torch.randn(1, 3, 16, 16)
+    assert inference_copy(model, None) is None
+    exp = explain(model, x, "score-fam", layer="features", precision="fp32")
+    assert exp.options["fold"] is False

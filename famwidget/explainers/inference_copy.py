@@ -27,8 +27,8 @@ Score-FAM, 5 images, after compiling; see the README's performance section).
 
 The copy is cached per model and rebuilt when any parameter or buffer is replaced or changed
 in place (its ``_version``), when a module is added or removed, or a ``training`` flag flips.
-:func:`inference_copy` returns ``None`` when the model cannot be traced; the caller runs the
-model itself then. The caller checks the copy against the model on the clean images before
+:func:`inference_copy` returns ``None`` when the model cannot be traced or copied; the caller
+runs the model itself then. The caller checks the copy against the model on the clean images before
 using it (:func:`agrees`).
 """
 
@@ -56,18 +56,16 @@ differs from fp32 by about 3e-3 there (cosine 0.99999); a wrong fold differs by 
 
 def inference_copy(model: nn.Module, dtype: torch.dtype | None) -> fx.GraphModule | None:
     """The folded copy of ``model`` (weights of convs and linears in ``dtype``; ``None``: their
-    own dtype), cached; ``None`` when the model cannot be traced."""
+    own dtype), cached; ``None`` when the model cannot be traced or copied."""
     model = unwrap(model)
     key = (_fingerprint(model), _versions(model), dtype)
     cached = _COPIES.get(model)
     if cached is not None and cached[0] == key:
         return cached[1]
     try:
-        traced = trace(model, "score-fam")
-    except ValueError:
+        built = _build(trace(model, "score-fam"), dtype)
+    except Exception:  # fx cannot trace it, or a module cannot be copied: run the model itself
         built = None
-    else:
-        built = _build(traced, dtype)
     _COPIES[model] = (key, built)
     return built
 
