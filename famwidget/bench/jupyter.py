@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -59,6 +61,36 @@ def jupyterlab(root: pathlib.Path, timeout: float = 120, ip: str = LOOPBACK) -> 
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@contextlib.contextmanager
+def notebook_page(
+    cells: Sequence[str], name: str = "bench.ipynb", before_open: Callable | None = None
+) -> Iterator:
+    """A notebook of code ``cells`` opened in JupyterLab in headless Chromium, its kernel
+    idle (the cells not run yet); yields the Playwright page. ``before_open(page)`` runs
+    before the notebook is opened (to watch its websockets). Closes it all on exit."""
+    import nbformat
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = pathlib.Path(tmp)
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+        nbformat.write(nb, root / name)
+        with jupyterlab(root) as url, sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_ARGS
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                if before_open is not None:
+                    before_open(page)
+                page.goto(f"{url}/lab/tree/{name}")
+                wait_for_kernel(page)
+                yield page
+            finally:
+                browser.close()
 
 
 def _answers(url: str) -> bool:

@@ -29,16 +29,13 @@ import contextlib
 import json
 import os
 import pathlib
-import shutil
 import statistics
 import tempfile
 import time
 
-import nbformat
-
 from ..widget.explorer import STATIC
 from . import print_table, smoke
-from .jupyter import CHROMIUM_ARGS, jupyterlab, run_all, wait_for_kernel
+from .jupyter import notebook_page, run_all
 
 LARGE_N = 10_000
 SMALL_N = 12
@@ -263,7 +260,6 @@ def in_jupyterlab(quick: bool = False, tiny: bool = False) -> None:
     ``tiny`` (smoke): ``layer3`` of 32x32 images, one round, no warm-up.
     """
     import psutil
-    from playwright.sync_api import sync_playwright
 
     rounds = 1 if tiny else 3 if quick else 5
     size, layer = (32, "layer3") if tiny else (224, "layer4")
@@ -288,35 +284,22 @@ def in_jupyterlab(quick: bool = False, tiny: bool = False) -> None:
         for kind, value in after.items():
             cpu[phase][kind] = cpu[phase].get(kind, 0.0) + value - before.get(kind, 0.0)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = pathlib.Path(tmp)
-        cells = [nbformat.v4.new_code_cell(setup), nbformat.v4.new_code_cell(LIBRARY_CELL)]
-        nb = nbformat.v4.new_notebook(cells=cells)
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
-        nbformat.write(nb, root / "scorefam.ipynb")
-        with jupyterlab(root) as url, sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_ARGS
+    with notebook_page([setup, LIBRARY_CELL], "scorefam.ipynb") as page:
+        run_all(page)
+        page.wait_for_function(f"() => ({LIBRARY_TIMES})().length === 1", timeout=600_000)
+        page.wait_for_selector(".famwidget .fw-thumb[data-index='1']")
+        for i in range(1, rounds + 1):
+            before = cpu_seconds()
+            page.locator(".jp-CodeCell").nth(1).locator(".jp-InputArea-editor").click()
+            page.keyboard.press("Shift+Enter")
+            page.wait_for_function(
+                f"() => ({LIBRARY_TIMES})().some(([k]) => k === {i})", timeout=600_000
             )
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(f"{url}/lab/tree/scorefam.ipynb")
-            wait_for_kernel(page)
-            run_all(page)
-            page.wait_for_function(f"() => ({LIBRARY_TIMES})().length === 1", timeout=600_000)
-            page.wait_for_selector(".famwidget .fw-thumb[data-index='1']")
-            for i in range(1, rounds + 1):
-                before = cpu_seconds()
-                page.locator(".jp-CodeCell").nth(1).locator(".jp-InputArea-editor").click()
-                page.keyboard.press("Shift+Enter")
-                page.wait_for_function(
-                    f"() => ({LIBRARY_TIMES})().some(([k]) => k === {i})", timeout=600_000
-                )
-                library.append(page.evaluate(LIBRARY_TIMES)[-1][1])
-                middle = cpu_seconds()
-                add("library", before, middle)
-                clicks.append(page.evaluate(CLICK, [0, i]) / 1000)
-                add("click", middle, cpu_seconds())
-            browser.close()
+            library.append(page.evaluate(LIBRARY_TIMES)[-1][1])
+            middle = cpu_seconds()
+            add("library", before, middle)
+            clicks.append(page.evaluate(CLICK, [0, i]) / 1000)
+            add("click", middle, cpu_seconds())
     base = statistics.median(library)
     rows = [
         ["fw.explain in a cell", base, "1.00x", f"{min(library):.2f}-{max(library):.2f}"],
@@ -337,7 +320,6 @@ def _p95(values: list[float]) -> float:
 
 
 def run(args) -> None:
-    from playwright.sync_api import sync_playwright
 
     tiny = smoke(args)
     headless(args.quick, tiny)
@@ -354,41 +336,27 @@ def run(args) -> None:
         ws.on("framereceived", lambda data: frames["received"].append(len(data)))
         ws.on("framesent", lambda data: frames["sent"].append(len(data)))
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = pathlib.Path(tmp)
-        cells = [nbformat.v4.new_code_cell(NOTEBOOK.format(small=small_n)),
-                 nbformat.v4.new_code_cell(LARGE.format(n=large_n))]  # fmt: skip
-        nb = nbformat.v4.new_notebook(cells=cells)
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
-        nbformat.write(nb, root / "bench.ipynb")
-        with jupyterlab(root) as url, sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_ARGS
-            )
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("websocket", watch)
-            page.goto(f"{url}/lab/tree/bench.ipynb")
-            wait_for_kernel(page)
-            page.evaluate(FIRST_PAINT, large_n)
-            run_all(page)
-            try:
-                page.wait_for_function("() => window.fwBench.painted !== null", timeout=600_000)
-            except Exception as error:  # say what the notebook printed (a kernel error, ...)
-                outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
-                problem = f"the {large_n:,}-image gallery never painted; the notebook: {outputs}"
-                raise RuntimeError(problem) from error
-            bench = page.evaluate("() => window.fwBench")
-            first_paint = bench["painted"] - bench["inserted"][1]
-            scroll = page.evaluate(SCROLL, [1, 10 if tiny else 60 if quick else 200])
-            ends = list(range(scroll["last"] - small_n + 1, scroll["last"] + 1))
-            for _ in range(1 if quick else 3):  # the last few: new, then cached
-                large_clicks += [page.evaluate(CLICK, [1, i]) for i in ends]
-            rounds = 2 if tiny else 1 if quick else 3  # smoke: 2, so the cached row is there
-            for _ in range(rounds):  # new images: nothing cached (first round), then cached
-                for i in range(small_n):
-                    clicks.append((i, page.evaluate(CLICK, [0, i])))
-            hovers = page.evaluate(HOVER, 10 if tiny else 50 if quick else 200)
-            browser.close()
+    cells = [NOTEBOOK.format(small=small_n), LARGE.format(n=large_n)]
+    with notebook_page(cells, before_open=lambda page: page.on("websocket", watch)) as page:
+        page.evaluate(FIRST_PAINT, large_n)
+        run_all(page)
+        try:
+            page.wait_for_function("() => window.fwBench.painted !== null", timeout=600_000)
+        except Exception as error:  # say what the notebook printed (a kernel error, ...)
+            outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
+            problem = f"the {large_n:,}-image gallery never painted; the notebook: {outputs}"
+            raise RuntimeError(problem) from error
+        bench = page.evaluate("() => window.fwBench")
+        first_paint = bench["painted"] - bench["inserted"][1]
+        scroll = page.evaluate(SCROLL, [1, 10 if tiny else 60 if quick else 200])
+        ends = list(range(scroll["last"] - small_n + 1, scroll["last"] + 1))
+        for _ in range(1 if quick else 3):  # the last few: new, then cached
+            large_clicks += [page.evaluate(CLICK, [1, i]) for i in ends]
+        rounds = 2 if tiny else 1 if quick else 3  # smoke: 2, so the cached row is there
+        for _ in range(rounds):  # new images: nothing cached (first round), then cached
+            for i in range(small_n):
+                clicks.append((i, page.evaluate(CLICK, [0, i])))
+        hovers = page.evaluate(HOVER, 10 if tiny else 50 if quick else 200)
     first = [ms for k, (_, ms) in enumerate(clicks) if k < small_n]
     cached = [ms for k, (_, ms) in enumerate(clicks) if k >= small_n]
     sizes = _wire_bytes()
